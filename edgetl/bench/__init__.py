@@ -1,0 +1,1 @@
+"""Latency and accuracy measurement of compiled artifacts."""

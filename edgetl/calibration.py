@@ -1,0 +1,82 @@
+"""Calibration set: a stratified sample of the training split, preprocessed exactly as at deploy time."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.data.dataset import Dataset
+from edgetl.files import atomic_path, read_json, sha256_file, write_json_atomic
+from edgetl.preprocess import PreprocessSpec, preprocess_file
+
+TENSORS = "calib.npy"
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class CalibrationSet:
+    """Preprocessed calibration inputs (N, C, H, W) float32 and their manifest."""
+
+    tensors: np.ndarray
+    manifest: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def batches(self) -> list[np.ndarray]:
+        """One (1, C, H, W) array per image: the shape of a batch-1 model's input."""
+        return [self.tensors[i : i + 1] for i in range(len(self.tensors))]
+
+
+def select_calibration(dataset: Dataset, samples: int, seed: int) -> list[int]:
+    """Indices (into dataset.samples) of a stratified sample of the training split."""
+    train = [i for i, s in enumerate(dataset.samples) if s.split == "train"]
+    if samples >= len(train):
+        return train
+    from sklearn.model_selection import train_test_split
+
+    labels = [dataset.samples[i].label for i in train]
+    chosen, _ = train_test_split(train, train_size=samples, stratify=labels, random_state=seed)
+    return sorted(int(i) for i in chosen)
+
+
+def build_calibration(
+    dataset: Dataset, spec: PreprocessSpec, out_dir: Path, *, samples: int = 300, seed: int = 0
+) -> CalibrationSet:
+    """Write out_dir/calib.npy and out_dir/manifest.json (source hashes, counts per class)."""
+    indices = select_calibration(dataset, samples, seed)
+    chosen = [dataset.samples[i] for i in indices]
+    tensors = np.concatenate([preprocess_file(s.path, spec) for s in chosen]).astype(np.float32)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / TENSORS) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, tensors)
+    manifest = {
+        "count": len(chosen),
+        "seed": seed,
+        "split": "train",
+        "counts_per_class": dict(Counter(s.label for s in chosen)),
+        "preprocess": spec.model_dump(mode="json"),
+        "tensor_file": TENSORS,
+        "tensor_sha256": sha256_file(out_dir / TENSORS),
+        "shape": list(tensors.shape),
+        "files": [{"path": s.path.as_posix(), "label": s.label, "sha256": s.sha256} for s in chosen],
+    }
+    write_json_atomic(out_dir / MANIFEST, manifest)
+    return CalibrationSet(tensors, manifest)
+
+
+def load_calibration(out_dir: Path) -> CalibrationSet:
+    """Read a calibration folder back, checking the tensor file against its manifest."""
+    manifest_path = out_dir / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{manifest_path} is missing; run 'edgetl calibrate' (or 'edgetl build') first.")
+    manifest = read_json(manifest_path)
+    tensor_path = out_dir / manifest["tensor_file"]
+    if sha256_file(tensor_path) != manifest["tensor_sha256"]:
+        raise ValueError(f"{tensor_path} does not match {manifest_path}; re-run 'edgetl calibrate'.")
+    return CalibrationSet(np.load(tensor_path, allow_pickle=False), manifest)

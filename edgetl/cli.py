@@ -1,0 +1,229 @@
+"""The `edgetl` command. Each command parses options and calls one library function.
+
+Heavy libraries (torch, onnxruntime, openvino) are imported inside the commands, so `edgetl --help` is fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    help="Fine-tune a compact backbone on inspection images, compile it for edge targets, measure every artifact.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Data sets: import, check and split.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+RunArg = Annotated[Path, typer.Argument(help="Run folder (runs/<name>) made by 'edgetl build' or 'edgetl init'.")]
+TargetOpt = Annotated[
+    list[str] | None, typer.Option("--target", "-t", help="Target profile or alias (repeatable): cpu, intel-cpu, ...")
+]
+
+
+def _fail(exc: Exception) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=False)
+    raise typer.Exit(code=2) from exc
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from edgetl.config import ConfigError
+    from edgetl.data.dataset import DataError
+    from edgetl.data.elpv import ElpvNotInstalled
+    from edgetl.export import ExportError
+    from edgetl.models import WeightsError
+    from edgetl.targets.base import BackendUnavailable
+
+    return (ConfigError, DataError, ElpvNotInstalled, ExportError, WeightsError, BackendUnavailable, FileNotFoundError)
+
+
+def _config(config: Path | None, data: Path | None, overrides: dict[str, Any]) -> Any:
+    from edgetl.config import ConfigError, build_config_from_dict, load_build_config
+
+    if config is None and data is None:
+        raise ConfigError("give --data DIR (an ImageFolder or a CSV manifest) or --config FILE.")
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    if config is not None:
+        loaded = load_build_config(config)
+        raw = loaded.model_dump(mode="json")
+    else:
+        assert data is not None
+        key = "manifest" if data.suffix.lower() == ".csv" else "root"
+        raw = {"data": {key: str(data.resolve())}}
+    for dotted, value in clean.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return build_config_from_dict(raw, source=str(config or data))
+
+
+@app.command()
+def build(
+    data: Annotated[Path | None, typer.Option(help="ImageFolder root or CSV manifest.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML build config.")] = None,
+    target: TargetOpt = None,
+    name: Annotated[str | None, typer.Option(help="Run name: the folder runs/<name>.")] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Parent of run folders.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="auto, linear, partial or full.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
+    gray: Annotated[bool | None, typer.Option("--gray/--rgb", help="Fold the first conv to one channel.")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild an existing run in place.")] = False,
+) -> None:
+    """Run the whole chain: data, train, export, calibrate, compile, bench, report."""
+    try:
+        cfg = _config(
+            config,
+            data,
+            {
+                "targets": target or None,
+                "name": name,
+                "runs_dir": str(runs_dir) if runs_dir else None,
+                "train.strategy": strategy,
+                "train.epochs": epochs,
+                "model.gray": gray,
+            },
+        )
+        from edgetl.pipeline import build as run_build
+
+        run_build(cfg, force=force)
+    except _user_errors() as exc:
+        _fail(exc)
+
+
+@app.command()
+def init(
+    data: Annotated[Path | None, typer.Option(help="ImageFolder root or CSV manifest.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML build config.")] = None,
+    target: TargetOpt = None,
+    name: Annotated[str | None, typer.Option(help="Run name.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing run's config.")] = False,
+) -> None:
+    """Create a run folder with its resolved config, for running stages one by one."""
+    try:
+        from edgetl.pipeline import init_run
+
+        run = init_run(_config(config, data, {"targets": target or None, "name": name}), force=force)
+        typer.echo(run.root)
+    except _user_errors() as exc:
+        _fail(exc)
+
+
+@data_app.command("elpv")
+def data_elpv(
+    out: Annotated[Path, typer.Argument(help="Destination folder.")],
+    limit: Annotated[int | None, typer.Option(help="Stratified subset of this many images.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the subset.")] = 0,
+) -> None:
+    """Write the ELPV solar-cell set as an ImageFolder plus manifest.csv (slice = mono/poly)."""
+    try:
+        from edgetl.data.elpv import import_elpv
+
+        manifest = import_elpv(out, limit=limit, seed=seed)
+        typer.echo(f"ELPV written: {manifest}")
+    except _user_errors() as exc:
+        _fail(exc)
+
+
+@data_app.command("split")
+def data_split(run: RunArg) -> None:
+    """Check every image and write run/data/split.csv and dataset.json."""
+    try:
+        from edgetl.pipeline import open_run, stage_data
+
+        run_dir, cfg = open_run(run)
+        dataset = stage_data(cfg, run_dir)
+        typer.echo(f"{len(dataset.samples)} images, classes {dataset.classes}; {run_dir.data / 'dataset.json'}")
+    except _user_errors() as exc:
+        _fail(exc)
+
+
+@app.command()
+def train(run: RunArg) -> None:
+    """Fine-tune the backbone of a run."""
+    try:
+        from edgetl.pipeline import open_run, stage_train
+
+        stage_train(*open_run(run)[::-1])
+    except _user_errors() as exc:
+        _fail(exc)
+
+
+@app.command()
+def export(run: RunArg) -> None:
+    """Export the run's checkpoint to ONNX and check parity with PyTorch."""
+    try:
+        from edgetl.pipeline import open_run, stage_export
+
+        report = stage_export(*open_run(run)[::-1])
+        typer.echo(f"parity: max |logit diff| {report['max_abs_diff']:.2e} on {report['images']} images")
+    except _user_errors() as exc:
+        _fail(exc)
+
+
+@app.command()
+def calibrate(run: RunArg) -> None:
+    """Select and preprocess the calibration set."""
+    try:
+        from edgetl.pipeline import open_run, stage_calibrate
+
+        calib = stage_calibrate(*open_run(run)[::-1])
+        typer.echo(f"calibration set: {len(calib)} images {calib.manifest['counts_per_class']}")
+    except _user_errors() as exc:
+        _fail(exc)
+
+
+@app.command()
+def compile(run: RunArg, target: TargetOpt = None) -> None:
+    """Compile the run's ONNX model for its targets (or the given ones)."""
+    try:
+        from edgetl.pipeline import open_run, stage_compile
+        from edgetl.targets.profiles import resolve_profile
+
+        run_dir, cfg = open_run(run)
+        for name in target or cfg.targets:
+            stage_compile(cfg, run_dir, resolve_profile(name))
+    except _user_errors() as exc:
+        _fail(exc)
+
+
+@app.command()
+def bench(run: RunArg, target: TargetOpt = None) -> None:
+    """Measure accuracy and latency of compiled artifacts; rewrite the report."""
+    try:
+        import edgetl
+        from edgetl.report import print_report
+
+        print_report(edgetl.bench(run, targets=target))
+    except _user_errors() as exc:
+        _fail(exc)
+
+
+@app.command()
+def targets() -> None:
+    """List target profiles and whether their backend is installed here."""
+    from edgetl.targets import get_target
+    from edgetl.targets.profiles import available_profiles
+
+    for profile in available_profiles().values():
+        try:
+            here = "available" if get_target(profile.backend).is_available() else "backend not installed"
+        except Exception as exc:
+            here = str(exc)
+        aliases = f" (aliases: {', '.join(profile.aliases)})" if profile.aliases else ""
+        typer.echo(f"{profile.name}{aliases}: {profile.backend} {'/'.join(profile.precisions)} - {here}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Pydantic configuration: every field described, unknown keys rejected, one place for defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class StrictModel(BaseModel):
+    """Base for every config object: unknown keys are an error, not a silent no-op."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(StrictModel):
+    """Where the images are and how they are split."""
+
+    root: Path | None = Field(None, description="ImageFolder root: root/<class>/*.png|jpg|bmp|tif.")
+    manifest: Path | None = Field(
+        None, description="CSV manifest with columns path,label[,split][,group][,slice]; paths relative to it."
+    )
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="Share of images held out for the final test.")
+    val_fraction: float = Field(0.10, gt=0, lt=1, description="Share of images used for every choice.")
+    seed: int = Field(0, description="Seed of the split.")
+    min_images_per_class: int = Field(4, ge=1, description="Classes with fewer images are an error.")
+    imbalance_warning_ratio: float = Field(3.0, ge=1, description="Warn when largest/smallest class exceeds this.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.root is None) == (self.manifest is None):
+            raise ValueError("give exactly one of data.root (an ImageFolder) or data.manifest (a CSV file)")
+        if self.test_fraction + self.val_fraction >= 0.9:
+            raise ValueError("data.test_fraction + data.val_fraction must leave at least 10 % for training")
+        return self
+
+
+class ModelConfig(StrictModel):
+    """Backbone, pretrained weights and input channels."""
+
+    arch: Literal["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "efficientnet_b0"] = (
+        Field("mobilenet_v2", description="torchvision backbone.")
+    )
+    weights: Path | None = Field(
+        None, description="Pretrained weight file; None looks in the torch hub cache and installed packages."
+    )
+    weights_sha256: str | None = Field(
+        None, description="Expected sha256 of a weight file that is not torchvision's own ImageNet file."
+    )
+    pretrained: bool = Field(True, description="Start from ImageNet weights (False trains from scratch).")
+    allow_download: bool = Field(False, description="Allow torchvision to download missing weights.")
+    gray: bool = Field(False, description="Fold the first convolution to one input channel (monochrome cameras).")
+    input_size: int = Field(224, ge=32, le=1024, description="Square input side in pixels.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the new classification head.")
+
+
+class AugmentConfig(StrictModel):
+    """Augmentation that respects the physics of the part."""
+
+    hflip: bool = Field(True, description="Horizontal flips are allowed for this part.")
+    vflip: bool = Field(True, description="Vertical flips are allowed for this part.")
+    rot90: bool = Field(True, description="Quarter turns are allowed for this part.")
+    degrees: float = Field(3.0, ge=0, le=45, description="Small rotation range (degrees).")
+    translate: float = Field(0.03, ge=0, le=0.3, description="Shift as a share of the side.")
+    scale: float = Field(0.05, ge=0, le=0.5, description="Zoom range around 1.")
+    brightness: float = Field(0.1, ge=0, le=1, description="Brightness jitter.")
+    contrast: float = Field(0.1, ge=0, le=1, description="Contrast jitter.")
+
+
+class TrainConfig(StrictModel):
+    """Fine-tuning strategy and optimiser."""
+
+    strategy: Literal["auto", "linear", "partial", "full"] = Field(
+        "auto", description="linear: head only; partial: last blocks; full: everything; auto: by data size."
+    )
+    trainable_blocks: int | None = Field(
+        None, ge=1, description="Blocks trained by 'partial' (counted from the end); None: the arch default."
+    )
+    epochs: int = Field(12, ge=1, description="Maximum epochs.")
+    patience: int = Field(5, ge=1, description="Stop after this many epochs without a better val score.")
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate of the head.")
+    backbone_lr_scale: float = Field(0.3, gt=0, le=1, description="LR multiplier for trained backbone blocks.")
+    layer_decay: float = Field(0.8, gt=0, le=1, description="'full': LR multiplier per block towards the input.")
+    weight_decay: float = Field(1e-4, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_weighting: Literal["none", "sqrt", "balanced"] = Field(
+        "sqrt", description="Loss weights against class imbalance: none, 1/sqrt(freq) or 1/freq."
+    )
+    views: int = Field(4, ge=1, description="Augmented views cached per training image (frozen prefix).")
+    cache_backend: Literal["onnxruntime", "openvino", "torch"] = Field(
+        "onnxruntime", description="Runtime that computes the frozen prefix once per view."
+    )
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    seed: int = Field(0)
+    threads: int | None = Field(None, ge=1, description="CPU threads; None uses every core.")
+
+
+class ExportConfig(StrictModel):
+    """ONNX export and its parity check."""
+
+    opset: int | None = Field(None, ge=11, le=23, description="None: the lowest opset among the targets.")
+    dynamic_batch: bool = Field(False, description="Export a dynamic batch axis (batch 1 static otherwise).")
+    parity_images: int = Field(64, ge=1, description="Real validation images checked against PyTorch.")
+    parity_atol: float = Field(1e-4, gt=0, description="Largest allowed |logit difference|.")
+    slim: bool = Field(True, description="Simplify the graph with onnxslim.")
+
+
+class CalibrationConfig(StrictModel):
+    """Calibration set for INT8."""
+
+    samples: int = Field(300, ge=1, description="Stratified sample of the training split (all if fewer).")
+    method: Literal["minmax", "entropy", "percentile"] | None = Field(
+        None, description="None: the target profile's default."
+    )
+    seed: int = Field(0)
+
+
+class BenchConfig(StrictModel):
+    """Latency and accuracy measurement."""
+
+    warmup: int = Field(20, ge=0, description="Untimed runs before measuring.")
+    iterations: int = Field(200, ge=1, description="Timed batch-1 runs.")
+    threads: int | None = Field(None, ge=1, description="Threads per runtime; None: every core.")
+
+
+class BuildConfig(StrictModel):
+    """Everything `edgetl build` needs; written resolved to runs/<name>/config.yaml."""
+
+    name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name (folder under runs_dir).")
+    runs_dir: Path = Field(Path("runs"), description="Parent folder of run folders.")
+    targets: list[str] = Field(default_factory=lambda: ["cpu"], description="Target profiles or aliases.")
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder."""
+        return self.runs_dir / self.name
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used, with the file named in the message."""
+
+
+def _format_validation(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def build_config_from_dict(raw: dict[str, Any], *, source: str = "config") -> BuildConfig:
+    """Validate a plain dict into a BuildConfig, with readable errors."""
+    try:
+        return BuildConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source} is not a valid edgetl config:\n{_format_validation(exc)}") from exc
+
+
+def load_build_config(path: Path, *, overrides: dict[str, Any] | None = None) -> BuildConfig:
+    """Load a YAML config; relative data paths are resolved against the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass --config with the path of a YAML file.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level (keys: data, model, train, ...).")
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in ("root", "manifest"):
+            if data.get(key) is not None and not Path(str(data[key])).is_absolute():
+                data[key] = str((path.parent / str(data[key])).resolve())
+    for key, value in (overrides or {}).items():
+        raw[key] = value
+    return build_config_from_dict(raw, source=str(path))
+
+
+def dump_config(config: BuildConfig) -> str:
+    """Return the fully resolved config as YAML text."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

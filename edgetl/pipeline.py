@@ -1,0 +1,297 @@
+"""`edgetl build` is this chain of stages; each reads and writes the run folder and can run alone."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.config import BuildConfig, ConfigError, dump_config, load_build_config
+from edgetl.data.dataset import Dataset, load_split, prepare_dataset
+from edgetl.files import atomic_dir, read_json, sha256_file, write_text_atomic
+from edgetl.targets.profiles import TargetProfile, resolve_profile
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside runs/<name>/."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def train(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def export(self) -> Path:
+        return self.root / "export"
+
+    @property
+    def calibration(self) -> Path:
+        return self.root / "calibration"
+
+    def target(self, profile: str, precision: str) -> Path:
+        return self.root / "targets" / profile / precision
+
+
+def _log(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(message)
+
+
+def init_run(config: BuildConfig, *, force: bool = False) -> RunDir:
+    """Create the run folder and write the resolved config."""
+    run = RunDir(config.run_dir)
+    if run.config.exists() and not force:
+        raise ConfigError(
+            f"{run.root} already holds a run; pass --force to rebuild it in place, or --name to start another."
+        )
+    for name in config.targets:
+        resolve_profile(name)
+    run.root.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run.config, dump_config(config))
+    return run
+
+
+def open_run(run_dir: Path) -> tuple[RunDir, BuildConfig]:
+    """Open an existing run folder and its config."""
+    run = RunDir(Path(run_dir))
+    if not run.config.is_file():
+        raise ConfigError(f"{run.config} is missing; create the run with 'edgetl build' or 'edgetl init'.")
+    return run, load_build_config(run.config)
+
+
+def stage_data(config: BuildConfig, run: RunDir) -> Dataset:
+    """Read, check and split the data into run/data/."""
+    return prepare_dataset(config.data, run.data)
+
+
+def stage_train(config: BuildConfig, run: RunDir, *, progress: bool = True) -> dict[str, Any]:
+    """Fine-tune; returns the checkpoint meta."""
+    from edgetl.train import train_model
+
+    result = train_model(config, load_split(run.data), run.train, progress=progress)
+    return result.meta
+
+
+def export_opset(config: BuildConfig) -> int:
+    """The configured opset, or the lowest one among the targets' profiles."""
+    if config.export.opset is not None:
+        return config.export.opset
+    return min(resolve_profile(t).opset for t in config.targets)
+
+
+def _val_inputs(dataset: Dataset, spec: Any, limit: int) -> tuple[np.ndarray, list[str]]:
+    from edgetl.preprocess import preprocess_file
+
+    samples = dataset.split("val")[:limit]
+    return np.concatenate([preprocess_file(s.path, spec) for s in samples]), [s.path.name for s in samples]
+
+
+def stage_export(config: BuildConfig, run: RunDir) -> dict[str, Any]:
+    """Export the checkpoint to run/export/model.onnx with a parity report."""
+    from edgetl.export import export_run
+    from edgetl.models import load_checkpoint
+    from edgetl.preprocess import PreprocessSpec
+
+    checkpoint = run.train / "model.pt"
+    model, meta = load_checkpoint(checkpoint)
+    spec = PreprocessSpec.model_validate(meta["preprocess"])
+    inputs, names = _val_inputs(load_split(run.data), spec, config.export.parity_images)
+    return export_run(
+        model,
+        meta,
+        run.export,
+        inputs,
+        opset=export_opset(config),
+        dynamic_batch=config.export.dynamic_batch,
+        slim=config.export.slim,
+        atol=config.export.parity_atol,
+        checkpoint_sha256=sha256_file(checkpoint),
+        names=names,
+    )
+
+
+def stage_calibrate(config: BuildConfig, run: RunDir) -> Any:
+    """Write the calibration set into run/calibration/."""
+    from edgetl.calibration import build_calibration
+    from edgetl.preprocess import PreprocessSpec
+
+    meta = read_json(run.train / "meta.json")
+    spec = PreprocessSpec.model_validate(meta["preprocess"])
+    c = config.calibration
+    return build_calibration(load_split(run.data), spec, run.calibration, samples=c.samples, seed=c.seed)
+
+
+def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> list[Any]:
+    """Compile every precision of a profile into run/targets/<profile>/<precision>/ (atomically)."""
+    from edgetl.calibration import load_calibration
+    from edgetl.targets import BackendUnavailable, get_target
+
+    target = get_target(profile.backend)
+    if not target.is_available():
+        raise BackendUnavailable(f"{profile.backend} is not installed here; install it or drop --target {profile.name}.")
+    onnx_path = run.export / "model.onnx"
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"{onnx_path} is missing; run 'edgetl export {run.root}' first.")
+    meta = read_json(run.train / "meta.json")
+    calib = load_calibration(run.calibration) if "int8" in profile.precisions else None
+    artifacts = []
+    for precision in profile.precisions:
+        t0 = time.perf_counter()
+        with atomic_dir(run.target(profile.name, precision)) as tmp:
+            artifact = target.compile(
+                onnx_path, profile, tmp, calib, precision=precision, method=config.calibration.method
+            )
+            artifact.classes = list(meta["classes"])
+            artifact.preprocess = meta["preprocess"]
+            artifact.source_onnx_sha256 = sha256_file(onnx_path)
+            artifact.details["compile_seconds"] = round(time.perf_counter() - t0, 2)
+            artifact.write(tmp)
+        _log(f"compiled {profile.name} {precision} in {time.perf_counter() - t0:.1f} s")
+        artifacts.append(run.target(profile.name, precision))
+    return artifacts
+
+
+def _test_tensors(dataset: Dataset, spec: Any) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from edgetl.preprocess import preprocess_file
+
+    samples = dataset.split("test")
+    x = np.concatenate([preprocess_file(s.path, spec) for s in samples])
+    y = np.array([dataset.label_index(s) for s in samples])
+    return x, y, [s.path.as_posix() for s in samples]
+
+
+def stage_bench(config: BuildConfig, run: RunDir, profiles: list[TargetProfile]) -> dict[str, Any]:
+    """Measure every compiled artifact on the test split; write report.json / report.md."""
+    import torch
+
+    from edgetl.bench.accuracy import agreement, classification_metrics
+    from edgetl.bench.latency import cold_start, measure_latency
+    from edgetl.models import load_checkpoint
+    from edgetl.preprocess import PreprocessSpec
+    from edgetl.report import write_report
+    from edgetl.targets import Artifact, get_target
+    from edgetl.versions import host_info, library_versions
+
+    threads = config.bench.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    model, meta = load_checkpoint(run.train / "model.pt")
+    spec = PreprocessSpec.model_validate(meta["preprocess"])
+    dataset = load_split(run.data)
+    x, y, _ = _test_tensors(dataset, spec)
+    with torch.inference_mode():
+        reference = np.concatenate([model(torch.from_numpy(x[i : i + 64])).numpy() for i in range(0, len(x), 64)])
+    reference_metrics = classification_metrics(y, reference.argmax(1), dataset.classes)
+    results = []
+    for profile in profiles:
+        target = get_target(profile.backend)
+        for precision in profile.precisions:
+            folder = run.target(profile.name, precision)
+            artifact = Artifact.read(folder)
+            runner, cold = cold_start(lambda a=artifact: target.load(a, threads=threads), x[:1])
+            with runner:
+                logits = np.concatenate([runner.infer(x[i : i + 1]) for i in range(len(x))])
+                latency = measure_latency(
+                    runner.infer, x[:1], warmup=config.bench.warmup, iterations=config.bench.iterations
+                )
+            metrics = classification_metrics(y, logits.argmax(1), dataset.classes)
+            agree = agreement(logits, reference)
+            results.append(
+                {
+                    "target": profile.name,
+                    "backend": profile.backend,
+                    "precision": precision,
+                    "path": str(artifact.model_path),
+                    "size_bytes": artifact.size_bytes,
+                    "metrics": metrics,
+                    "latency_ms": latency,
+                    "cold_start_ms": cold,
+                    "fp32_agreement": agree["top1_agreement"],
+                    "logits_vs_fp32": agree,
+                    "details": artifact.details,
+                }
+            )
+            _log(
+                f"bench {profile.name} {precision}: accuracy {metrics['accuracy']:.4f}, "
+                f"agreement {agree['top1_agreement']:.4f}, p50 {latency['p50']:.2f} ms"
+            )
+    for r in results:
+        base = next((b for b in results if b["target"] == r["target"] and b["precision"] == "fp32"), None)
+        if base is not None:
+            r["vs_fp32"] = {
+                "accuracy_delta": r["metrics"]["accuracy"] - base["metrics"]["accuracy"],
+                "p50_ratio": r["latency_ms"]["p50"] / base["latency_ms"]["p50"],
+            }
+    train_meta = read_json(run.train / "meta.json")
+    report = {
+        "run": run.root.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "dataset": dataset.info,
+        "model": {
+            "arch": train_meta["arch"],
+            "strategy": train_meta["strategy"],
+            "trained_from_block": train_meta["trained_from_block"],
+            "best_epoch": train_meta["best_epoch"],
+            "val_metrics": train_meta["val_metrics"],
+            "classes": train_meta["classes"],
+            "preprocess": train_meta["preprocess"],
+            "timings": train_meta.get("timings", {}),
+            "test_metrics": reference_metrics,
+            "parity": read_json(run.export / "parity.json") if (run.export / "parity.json").is_file() else {},
+        },
+        "bench": {"threads": threads, "warmup": config.bench.warmup, "iterations": config.bench.iterations},
+        "host": host_info(),
+        "versions": library_versions(),
+        "artifacts": results,
+    }
+    write_report(run.root, report)
+    return read_json(run.root / "report.json")  # type: ignore[no-any-return]
+
+
+def build(config: BuildConfig, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run every stage for every target; returns the report (also in runs/<name>/report.json)."""
+    from edgetl.report import print_report
+
+    profiles = [resolve_profile(name) for name in config.targets]
+    run = init_run(config, force=force)
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        _log(f"[bold]{name}[/bold] ...")
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        timings[name] = round(time.perf_counter() - t0, 1)
+        _log(f"{name} done in {timings[name]:.1f} s")
+        return out
+
+    dataset = timed("data", stage_data, config, run)
+    for warning in dataset.warnings:
+        _log(f"[yellow]warning:[/yellow] {warning}")
+    timed("train", stage_train, config, run, progress=progress)
+    timed("export", stage_export, config, run)
+    if any("int8" in p.precisions for p in profiles):
+        timed("calibrate", stage_calibrate, config, run)
+    for profile in profiles:
+        timed(f"compile {profile.name}", stage_compile, config, run, profile)
+    report = timed("bench", stage_bench, config, run, profiles)
+    report["timings_s"] = timings
+    from edgetl.report import write_report
+
+    write_report(run.root, {k: v for k, v in report.items() if k != "schema_version"})
+    print_report(report)
+    _log(f"report: {run.root / 'report.md'} and {run.root / 'report.json'}")
+    return report

@@ -1,0 +1,152 @@
+"""The one preprocessing spec: image decode rule, resize, normalisation, for training and deployment.
+
+Decode rule (the same in training, bench and the deployed numpy code):
+
+1. EXIF orientation is applied (``ImageOps.exif_transpose``).
+2. 16-bit grey (``I;16*`` or ``I`` within 0..65535) is scaled linearly to 8 bits (``round(v / 257)``),
+   never clipped; wider ranges are rejected.
+3. Alpha is dropped; palette, CMYK and YCbCr images are converted to RGB by Pillow.
+4. A one-channel model gets ITU-R 601 luma of colour images; a three-channel model gets grey replicated.
+5. The image is resized to ``input_size`` x ``input_size`` with Pillow's bilinear filter (aspect not kept:
+   inspection crops are framed by the fixture), scaled to [0, 1] and normalised with ``mean`` / ``std``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+from pydantic import Field
+
+from edgetl.config import StrictModel
+
+if TYPE_CHECKING:
+    import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+GRAY_MEAN = (round(sum(IMAGENET_MEAN) / 3, 4),)
+GRAY_STD = (round(sum(IMAGENET_STD) / 3, 4),)
+
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+class ImageDecodeError(ValueError):
+    """An image that cannot be used, with the reason."""
+
+
+class PreprocessSpec(StrictModel):
+    """How a file becomes the model's input tensor; travels with the checkpoint, ONNX and bundle."""
+
+    input_size: int = Field(224, description="Square side in pixels.")
+    channels: Literal[1, 3] = Field(3, description="Model input channels: 1 grey, 3 RGB.")
+    mean: list[float] = Field(default_factory=lambda: list(IMAGENET_MEAN), description="Per channel, 0..1 scale.")
+    std: list[float] = Field(default_factory=lambda: list(IMAGENET_STD), description="Per channel, 0..1 scale.")
+    resize: Literal["stretch"] = Field("stretch", description="Whole image to input_size x input_size.")
+    interpolation: Literal["bilinear"] = Field("bilinear", description="Pillow resampling filter.")
+    layout: Literal["NCHW"] = "NCHW"
+    dtype: Literal["float32"] = "float32"
+    exif_orientation: Literal["apply"] = "apply"
+    sixteen_bit: Literal["scale_linear"] = Field("scale_linear", description="16-bit grey -> round(v / 257).")
+
+    @classmethod
+    def for_channels(cls, channels: Literal[1, 3], *, input_size: int = 224) -> PreprocessSpec:
+        """ImageNet normalisation for 3 channels, its channel average for 1 channel."""
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else (GRAY_MEAN, GRAY_STD)
+        return cls(input_size=input_size, channels=channels, mean=list(mean), std=list(std))
+
+
+def _canonical(image: Image.Image) -> Image.Image:
+    """Return the image as 8-bit ``L`` or ``RGB`` following the module's decode rule."""
+    mode = image.mode
+    if mode in {"L", "RGB"}:
+        return image
+    if mode == "1":
+        return image.convert("L")
+    if mode == "LA":
+        return image.getchannel("L")
+    if mode in _SIXTEEN_BIT_MODES:
+        array = np.asarray(image)
+        if array.ndim != 2:
+            raise ImageDecodeError(f"unexpected {array.ndim}-D array for mode {mode}")
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise ImageDecodeError(f"mode {mode} holds values outside 0..65535; convert it to 8 or 16 bit")
+        scaled = np.rint(array.astype(np.float64) / 257.0).astype(np.uint8)
+        return Image.fromarray(scaled, mode="L")
+    if mode == "F":
+        raise ImageDecodeError("floating-point images are not supported; save them as 8 or 16-bit PNG/TIFF")
+    if mode in {"RGBA", "RGBX"}:
+        return image.convert("RGB")
+    if mode in {"P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "I;16S"}:
+        return image.convert("RGBA" if mode in {"P", "PA"} else "RGB").convert("RGB")
+    raise ImageDecodeError(f"unsupported image mode {mode}; save it as 8-bit grey or RGB")
+
+
+def decode_image(path: Path) -> Image.Image:
+    """Open, fully decode and canonicalise an image file (8-bit L or RGB).
+
+    Raises:
+        ImageDecodeError: the file is missing, truncated, not an image, or of an unsupported kind.
+    """
+    try:
+        with Image.open(path) as opened:
+            oriented = ImageOps.exif_transpose(opened)
+            oriented.load()
+            return _canonical(oriented)
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"decompression bomb refused ({exc})") from exc
+    except FileNotFoundError as exc:
+        raise ImageDecodeError("file not found") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"cannot decode: {exc}") from exc
+
+
+def resized_uint8(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """Convert to the model's channels and resize: uint8 array (H, W, C)."""
+    image = image.convert("L" if spec.channels == 1 else "RGB")
+    image = image.resize((spec.input_size, spec.input_size), Image.Resampling.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def normalize(batch_hwc: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """uint8 (N, H, W, C) or (H, W, C) -> float32 NCHW normalised tensor."""
+    if batch_hwc.ndim == 3:
+        batch_hwc = batch_hwc[None]
+    x = batch_hwc.astype(np.float32) / np.float32(255.0)
+    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def preprocess_file(path: Path, spec: PreprocessSpec) -> np.ndarray:
+    """The deploy-time path: image file -> (1, C, H, W) float32."""
+    return normalize(resized_uint8(decode_image(path), spec), spec)
+
+
+def torch_normalize(batch_nchw_uint8: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    """uint8 NCHW torch tensor -> normalised float32, identical to :func:`normalize`."""
+    import torch
+
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (batch_nchw_uint8.to(torch.float32) / 255.0 - mean) / std
+
+
+def torchvision_transform(spec: PreprocessSpec) -> Any:
+    """The same preprocessing as a torchvision ``v2`` transform on a decoded PIL image."""
+    import torch
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.Lambda(lambda im: im.convert("L" if spec.channels == 1 else "RGB")),
+            v2.Resize((spec.input_size, spec.input_size), interpolation=v2.InterpolationMode.BILINEAR),
+            v2.PILToTensor(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=spec.mean, std=spec.std),
+        ]
+    )

@@ -1,0 +1,124 @@
+"""The one interface every backend implements: Target (compile, load) and Runner (infer)."""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from edgetl.calibration import CalibrationSet
+from edgetl.config import StrictModel
+from edgetl.files import read_json, sha256_file, write_json_atomic
+from edgetl.targets.profiles import Precision, TargetProfile
+
+ARTIFACT_FILE = "artifact.json"
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend's Python package (or device) is missing here; the message says what to do."""
+
+
+class Artifact(StrictModel):
+    """A compiled model and what is needed to run it; saved as artifact.json beside the files."""
+
+    profile: str = Field(description="Target profile name.")
+    backend: str
+    precision: Precision
+    device: str = "CPU"
+    model_file: str = Field(description="Main file, relative to the artifact folder.")
+    files: dict[str, str] = Field(default_factory=dict, description="Every file with its sha256.")
+    size_bytes: int = 0
+    input_name: str = "input"
+    input_shape: list[int | str] = Field(default_factory=list)
+    classes: list[str] = Field(default_factory=list)
+    preprocess: dict[str, Any] = Field(default_factory=dict)
+    source_onnx_sha256: str = ""
+    details: dict[str, Any] = Field(default_factory=dict, description="Backend-specific facts (quantization...).")
+    versions: dict[str, str] = Field(default_factory=dict)
+    folder: Path | None = Field(None, exclude=True, description="Where it was loaded from (not saved).")
+
+    @property
+    def model_path(self) -> Path:
+        """Absolute path of the main model file."""
+        if self.folder is None:
+            raise ValueError("artifact has no folder; load it with Artifact.read(folder)")
+        return self.folder / self.model_file
+
+    def write(self, folder: Path) -> None:
+        """Record file hashes and sizes, then write artifact.json."""
+        self.files = {
+            p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != ARTIFACT_FILE
+        }
+        self.size_bytes = sum((folder / name).stat().st_size for name in self.files)
+        write_json_atomic(folder / ARTIFACT_FILE, self.model_dump(mode="json"))
+
+    @classmethod
+    def read(cls, folder: Path, *, verify: bool = True) -> Artifact:
+        """Load artifact.json; with ``verify`` every file must match its recorded sha256."""
+        path = Path(folder) / ARTIFACT_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing; compile the target again ('edgetl compile').")
+        artifact = cls.model_validate(read_json(path))
+        artifact.folder = Path(folder)
+        if verify:
+            for name, digest in artifact.files.items():
+                file = Path(folder) / name
+                if not file.is_file() or sha256_file(file) != digest:
+                    raise ValueError(
+                        f"{file} is missing or differs from {path} (sha256); recompile with 'edgetl compile'."
+                    )
+        return artifact
+
+
+class Runner(abc.ABC):
+    """A loaded artifact: ``with target.load(a) as r: r.infer(x)``."""
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """float32 NCHW batch -> logits (N, classes)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release backend resources."""
+
+
+class Target(abc.ABC):
+    """A backend: compile an ONNX model for a profile, load the artifact as a Runner."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def is_available(self) -> bool:
+        """Import probe; never raises."""
+
+    @abc.abstractmethod
+    def version(self) -> str:
+        """Backend version, or '' when unavailable."""
+
+    @abc.abstractmethod
+    def compile(
+        self,
+        onnx: Path,
+        profile: TargetProfile,
+        out: Path,
+        calib: CalibrationSet | None,
+        *,
+        precision: Precision,
+        method: str | None = None,
+    ) -> Artifact:
+        """Build one precision of ``onnx`` for ``profile`` into the (empty) folder ``out``."""
+
+    @abc.abstractmethod
+    def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:
+        """Open an artifact for inference."""

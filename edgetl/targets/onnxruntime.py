@@ -1,0 +1,159 @@
+"""ONNX Runtime backend: FP32 and INT8 QDQ static quantization (onnxruntime.quantization)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgetl.calibration import CalibrationSet
+from edgetl.targets.base import Artifact, BackendUnavailable, Runner, Target
+from edgetl.targets.profiles import Precision, TargetProfile
+from edgetl.versions import library_versions
+
+MODEL_FILE = "model.onnx"
+
+
+class _Reader:
+    """CalibrationDataReader over a CalibrationSet (batch 1)."""
+
+    def __init__(self, calib: CalibrationSet, input_name: str) -> None:
+        self._items = iter([{input_name: b} for b in calib.batches()])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+
+def quantize_qdq(
+    onnx_in: Path,
+    onnx_out: Path,
+    calib: CalibrationSet,
+    *,
+    method: str = "minmax",
+    activations: str = "uint8",
+    symmetric_activations: bool = False,
+    per_channel: bool = True,
+    percentile: float = 99.999,
+) -> dict[str, Any]:
+    """Static QDQ quantization; returns the settings used (for artifact.json)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    with tempfile.TemporaryDirectory(prefix="edgetl-ort-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(onnx_in), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(onnx_out),
+            _Reader(calib, "input"),  # type: ignore[arg-type]
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[method],
+            extra_options={
+                "ActivationSymmetric": symmetric_activations,
+                "WeightSymmetric": True,
+                "CalibPercentile": percentile,
+                "CalibTensorRangeSymmetric": symmetric_activations,
+            },
+        )
+    return {
+        "format": "QDQ",
+        "method": method,
+        "activations": activations,
+        "weights": "int8",
+        "per_channel": per_channel,
+        "symmetric_activations": symmetric_activations,
+        "calibration_images": len(calib),
+    }
+
+
+class OnnxRuntimeRunner(Runner):
+    """InferenceSession on the CPU execution provider."""
+
+    def __init__(self, path: Path, *, threads: int | None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.session.run(None, {self.input_name: batch})[0])
+
+
+class OnnxRuntimeTarget(Target):
+    """ONNX Runtime on the CPU."""
+
+    name: ClassVar[str] = "onnxruntime"
+
+    def is_available(self) -> bool:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def version(self) -> str:
+        try:
+            return importlib.metadata.version("onnxruntime")
+        except importlib.metadata.PackageNotFoundError:
+            return ""
+
+    def compile(
+        self,
+        onnx: Path,
+        profile: TargetProfile,
+        out: Path,
+        calib: CalibrationSet | None,
+        *,
+        precision: Precision,
+        method: str | None = None,
+    ) -> Artifact:
+        if not self.is_available():
+            raise BackendUnavailable("onnxruntime is not installed; pip install onnxruntime, or pick another target.")
+        details: dict[str, Any] = {}
+        if precision == "fp32":
+            shutil.copyfile(onnx, out / MODEL_FILE)
+        elif precision == "int8":
+            if calib is None:
+                raise ValueError("INT8 needs a calibration set; run 'edgetl calibrate' first.")
+            q = profile.quantization
+            details = quantize_qdq(
+                onnx,
+                out / MODEL_FILE,
+                calib,
+                method=method or q.method,
+                activations=q.activations,
+                symmetric_activations=q.symmetric_activations,
+                per_channel=q.per_channel,
+                percentile=q.percentile,
+            )
+        else:
+            raise ValueError(f"onnxruntime targets build fp32 or int8, not {precision}.")
+        return Artifact(
+            profile=profile.name,
+            backend=self.name,
+            precision=precision,
+            device=profile.device,
+            model_file=MODEL_FILE,
+            details=details,
+            versions=library_versions(),
+        )  # type: ignore[call-arg]
+
+    def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:
+        return OnnxRuntimeRunner(artifact.model_path, threads=threads)

@@ -1,0 +1,101 @@
+"""OpenVINO backend: IR in FP32 and FP16 (compressed weights), INT8 with nncf.quantize."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgetl.calibration import CalibrationSet
+from edgetl.targets.base import Artifact, BackendUnavailable, Runner, Target
+from edgetl.targets.profiles import Precision, TargetProfile
+from edgetl.versions import library_versions
+
+MODEL_FILE = "model.xml"
+
+
+class OpenVinoRunner(Runner):
+    """A compiled model with one infer request, latency hint, FP32 inference precision."""
+
+    def __init__(self, xml: Path, device: str, *, threads: int | None) -> None:
+        import openvino as ov
+
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if device == "CPU":
+            # Keep FP32 math: on CPUs with bf16 units OpenVINO would otherwise pick bf16 silently.
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+            if threads:
+                config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = ov.Core().compile_model(str(xml), device, config)
+        self.request = self.compiled.create_infer_request()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.request.infer({0: batch})
+        return np.array(self.request.get_output_tensor(0).data)
+
+
+class OpenVinoTarget(Target):
+    """OpenVINO Runtime (Intel CPUs, and GPUs/NPUs by profile device)."""
+
+    name: ClassVar[str] = "openvino"
+
+    def is_available(self) -> bool:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def version(self) -> str:
+        try:
+            return importlib.metadata.version("openvino")
+        except importlib.metadata.PackageNotFoundError:
+            return ""
+
+    def compile(
+        self,
+        onnx: Path,
+        profile: TargetProfile,
+        out: Path,
+        calib: CalibrationSet | None,
+        *,
+        precision: Precision,
+        method: str | None = None,
+    ) -> Artifact:
+        if not self.is_available():
+            raise BackendUnavailable("openvino is not installed; pip install openvino nncf, or pick another target.")
+        import openvino as ov
+
+        model = ov.convert_model(str(onnx))
+        details: dict[str, Any] = {"ir": "fp16 weights" if precision == "fp16" else precision}
+        if precision == "int8":
+            if calib is None:
+                raise ValueError("INT8 needs a calibration set; run 'edgetl calibrate' first.")
+            import nncf
+
+            preset = {
+                "performance": nncf.QuantizationPreset.PERFORMANCE,
+                "mixed": nncf.QuantizationPreset.MIXED,
+            }[profile.quantization.preset]
+            model = nncf.quantize(
+                model, nncf.Dataset(calib.batches()), preset=preset, subset_size=len(calib)
+            )
+            details.update(
+                {"tool": "nncf", "nncf": importlib.metadata.version("nncf"), "preset": profile.quantization.preset,
+                 "calibration_images": len(calib)}
+            )
+        ov.save_model(model, str(out / MODEL_FILE), compress_to_fp16=precision == "fp16")
+        return Artifact(
+            profile=profile.name,
+            backend=self.name,
+            precision=precision,
+            device=profile.device,
+            model_file=MODEL_FILE,
+            details=details,
+            versions=library_versions(),
+        )  # type: ignore[call-arg]
+
+    def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:
+        return OpenVinoRunner(artifact.model_path, artifact.device, threads=threads)

@@ -1,0 +1,89 @@
+"""Target profiles: one YAML file per deployment target, found in a checkout or an installed wheel."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError
+
+from edgetl.config import ConfigError, StrictModel
+
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class QuantizationSpec(StrictModel):
+    """How INT8 is made for this target."""
+
+    method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="Calibration method.")
+    activations: Literal["uint8", "int8"] = Field(
+        "uint8", description="Activation type: uint8 is the fast path on x86 CPUs; TensorRT needs int8."
+    )
+    symmetric_activations: bool = Field(False, description="Zero point 0 for activations.")
+    per_channel: bool = Field(True, description="Per-channel symmetric weights.")
+    percentile: float = Field(99.999, gt=90, le=100, description="Percentile for the percentile method.")
+    preset: Literal["performance", "mixed"] = Field(
+        "performance", description="NNCF preset: performance (symmetric) or mixed (asymmetric activations)."
+    )
+
+
+class TargetProfile(StrictModel):
+    """A deployment target: backend, device and what it accepts."""
+
+    name: str = Field(description="Profile name, the file name without .yaml.")
+    description: str = Field("", description="One line for humans.")
+    backend: Literal["onnxruntime", "openvino", "tensorrt"]
+    aliases: list[str] = Field(default_factory=list, description="Other names accepted by --target.")
+    device: str = Field("CPU", description="Backend device name (CPU, GPU, ...).")
+    opset: int = Field(17, ge=11, le=23, description="Highest ONNX opset the backend parses.")
+    precisions: list[Precision] = Field(default_factory=lambda: ["fp32", "int8"])
+    quantization: QuantizationSpec = Field(default_factory=lambda: QuantizationSpec())  # type: ignore[call-arg]
+
+
+def profile_dirs() -> list[Path]:
+    """Folders searched for profiles: the wheel's copy first, then a source checkout's targets/."""
+    here = Path(__file__).resolve().parent.parent
+    return [p for p in (here / "_profiles", here.parent / "targets") if p.is_dir()]
+
+
+@cache
+def _all_profiles() -> dict[str, TargetProfile]:
+    profiles: dict[str, TargetProfile] = {}
+    for folder in profile_dirs():
+        for path in sorted(folder.glob("*.yaml")):
+            if path.stem in profiles:
+                continue
+            try:
+                raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+                profiles[path.stem] = TargetProfile.model_validate({"name": path.stem, **raw})
+            except (yaml.YAMLError, ValidationError) as exc:
+                raise ConfigError(f"target profile {path} is invalid: {exc}") from exc
+    return profiles
+
+
+def available_profiles() -> dict[str, TargetProfile]:
+    """Every known profile by name."""
+    return dict(_all_profiles())
+
+
+def resolve_profile(name: str) -> TargetProfile:
+    """Find a profile by name or alias, or by a path to a YAML file."""
+    path = Path(name)
+    if path.suffix in {".yaml", ".yml"} and path.is_file():
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            return TargetProfile.model_validate({"name": path.stem, **raw})
+        except ValidationError as exc:
+            raise ConfigError(f"target profile {path} is invalid: {exc}") from exc
+    profiles = _all_profiles()
+    if name in profiles:
+        return profiles[name]
+    for profile in profiles.values():
+        if name in profile.aliases:
+            return profile
+    known = sorted({*profiles, *(a for p in profiles.values() for a in p.aliases)})
+    raise ConfigError(
+        f"unknown target {name!r}; pick one of {', '.join(known) or '(none found)'} or pass a profile YAML path."
+    )

@@ -1,0 +1,333 @@
+"""Fine-tuning: linear / partial / full strategies, a cached frozen prefix, early stopping on val."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgetl.augment import augment_batch
+from edgetl.config import BuildConfig, TrainConfig
+from edgetl.data.dataset import Dataset, Sample
+from edgetl.files import write_json_atomic, write_text_atomic
+from edgetl.models import ARCHS, Classifier, build_classifier, resolve_weights, save_checkpoint
+from edgetl.preprocess import PreprocessSpec, decode_image, normalize, resized_uint8, torch_normalize
+from edgetl.versions import library_versions
+
+# Below this many training images a new head on frozen features is the safer choice.
+AUTO_LINEAR_BELOW = 150
+
+
+@dataclass
+class TrainResult:
+    """What training produced."""
+
+    checkpoint: Path
+    meta: dict[str, Any]
+    history: list[dict[str, float]]
+
+
+def load_uint8(samples: list[Sample], spec: PreprocessSpec, *, threads: int = 4) -> np.ndarray:
+    """Decode and resize images: uint8 (N, H, W, C), the exact deploy-time pixels before normalisation."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        arrays = list(pool.map(lambda s: resized_uint8(decode_image(s.path), spec), samples))
+    return np.stack(arrays)
+
+
+def resolve_strategy(config: TrainConfig, num_train: int, arch: str) -> tuple[str, int]:
+    """Return (strategy, index of the first trained block); len(blocks) means the head only."""
+    num_blocks = _num_blocks(arch)
+    strategy = config.strategy
+    if strategy == "auto":
+        strategy = "linear" if num_train < AUTO_LINEAR_BELOW else "partial"
+    if strategy == "linear":
+        return strategy, num_blocks
+    if strategy == "full":
+        return strategy, 0
+    trainable = config.trainable_blocks or ARCHS[arch].default_trainable_blocks
+    return strategy, max(0, num_blocks - min(trainable, num_blocks))
+
+
+def _num_blocks(arch: str) -> int:
+    return ARCHS[arch].num_blocks
+
+
+class _Prefix(nn.Module):
+    """blocks[:start] (+ pooling when every block is frozen), the part computed once per view."""
+
+    def __init__(self, model: Classifier, start: int) -> None:
+        super().__init__()
+        self.blocks = model.blocks[:start]
+        self.pool = start == len(model.blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(x)
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1) if self.pool else x
+
+
+def prefix_runner(model: Classifier, start: int, spec: PreprocessSpec, backend: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A function computing the frozen prefix on normalised NCHW batches with the chosen runtime."""
+    prefix = _Prefix(model, start).eval()
+    if backend == "torch":
+
+        def run_torch(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return prefix(torch.from_numpy(x)).numpy()
+
+        return run_torch
+    from edgetl.export import export_module
+
+    folder = Path(tempfile.mkdtemp(prefix="edgetl-prefix-"))
+    onnx_path = folder / "prefix.onnx"
+    example = torch.zeros(1, spec.channels, spec.input_size, spec.input_size)
+    export_module(prefix, example, onnx_path, opset=17, dynamic_batch=True, output_name="features")
+    if backend == "openvino":
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return lambda x: np.asarray(compiled(x)[0])
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    return lambda x: np.asarray(session.run(None, {"input": x})[0])
+
+
+def _batched(run: Callable[[np.ndarray], np.ndarray], x_uint8: np.ndarray, spec: PreprocessSpec, batch: int = 32) -> np.ndarray:
+    return np.concatenate([run(normalize(x_uint8[i : i + batch], spec)) for i in range(0, len(x_uint8), batch)])
+
+
+def _class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
+    if mode == "none":
+        return None
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = 1.0 / np.maximum(counts, 1.0) ** (0.5 if mode == "sqrt" else 1.0)
+    return torch.tensor(weights * num_classes / weights.sum(), dtype=torch.float32)
+
+
+def _param_groups(model: Classifier, start: int, config: TrainConfig) -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = [{"params": list(model.head.parameters()), "lr": config.lr}]
+    trained = list(range(start, len(model.blocks)))
+    for rank, index in enumerate(reversed(trained)):
+        scale = config.backbone_lr_scale * (config.layer_decay**rank if start == 0 else 1.0)
+        groups.append({"params": list(model.blocks[index].parameters()), "lr": config.lr * scale})
+    return groups
+
+
+def _evaluate(model: Classifier, start: int, x: torch.Tensor, y: np.ndarray, loss_fn: nn.Module, batch: int = 64) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    model.eval()
+    with torch.inference_mode():
+        logits = torch.cat([model.forward_from(x[i : i + batch], start) for i in range(0, len(x), batch)])
+        loss = float(loss_fn(logits, torch.from_numpy(y)).item())
+    pred = logits.argmax(1).numpy()
+    return {"loss": loss, "accuracy": float(accuracy_score(y, pred)), "balanced_accuracy": float(balanced_accuracy_score(y, pred))}
+
+
+def _to_input(x: np.ndarray | torch.Tensor, start: int) -> torch.Tensor:
+    tensor = torch.as_tensor(x)
+    return tensor.contiguous(memory_format=torch.channels_last) if tensor.ndim == 4 and start > 0 else tensor
+
+
+def train_model(
+    config: BuildConfig, dataset: Dataset, out_dir: Path, *, progress: bool = True
+) -> TrainResult:
+    """Fine-tune the configured backbone on the train split, select on val, write out_dir/*.
+
+    Writes ``model.pt`` (weights + meta), ``meta.json``, ``history.csv`` and ``curves.png``.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    tc, mc = config.train, config.model
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    threads = tc.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    spec = PreprocessSpec.for_channels(1 if mc.gray else 3, input_size=mc.input_size)
+    weights_path, weights_sha = (None, None)
+    if mc.pretrained:
+        weights_path, weights_sha = resolve_weights(
+            mc.arch, path=mc.weights, sha256=mc.weights_sha256, allow_download=mc.allow_download
+        )
+    model = build_classifier(
+        mc.arch, len(dataset.classes), gray=mc.gray, dropout=mc.dropout, weights_file=weights_path
+    )
+    train_s, val_s = dataset.split("train"), dataset.split("val")
+    y_train = np.array([dataset.label_index(s) for s in train_s])
+    y_val = np.array([dataset.label_index(s) for s in val_s])
+    strategy, start = resolve_strategy(tc, len(train_s), mc.arch)
+    cached = start > 0
+    loss_fn = nn.CrossEntropyLoss(
+        weight=_class_weights(y_train, len(dataset.classes), tc.class_weighting), label_smoothing=tc.label_smoothing
+    )
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    timings: dict[str, float] = {}
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        t0 = time.perf_counter()
+        images_train = load_uint8(train_s, spec, threads=threads * 2)
+        images_val = load_uint8(val_s, spec, threads=threads * 2)
+        timings["decode_s"] = time.perf_counter() - t0
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for block in model.blocks[start:]:
+            for p in block.parameters():
+                p.requires_grad_(True)
+        for p in model.head.parameters():
+            p.requires_grad_(True)
+        if cached:
+            t0 = time.perf_counter()
+            run = prefix_runner(model, start, spec, tc.cache_backend)
+            views = []
+            task = bar.add_task(f"caching frozen blocks 0-{start - 1} ({tc.cache_backend})", total=tc.views + 1)
+            x_val = torch.from_numpy(_batched(run, images_val, spec))
+            bar.advance(task)
+            chw = torch.from_numpy(images_train).permute(0, 3, 1, 2)
+            for v in range(tc.views):
+                view = chw if v == 0 else augment_batch(chw, tc.augment, rng)
+                views.append(_batched(run, view.permute(0, 2, 3, 1).numpy(), spec))
+                bar.advance(task)
+            timings["cache_s"] = time.perf_counter() - t0
+            x_val = _to_input(x_val, start)
+        else:
+            x_val = torch_normalize(torch.from_numpy(images_val).permute(0, 3, 1, 2), spec)
+            chw = torch.from_numpy(images_train).permute(0, 3, 1, 2)
+
+        def epoch_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            order = rng.permutation(len(train_s))
+            choice = rng.integers(len(views), size=len(train_s)) if cached else None
+            for i in range(0, len(order), tc.batch_size):
+                idx = order[i : i + tc.batch_size]
+                if len(idx) < 2:
+                    continue
+                if cached:
+                    assert choice is not None
+                    x = torch.from_numpy(np.stack([views[choice[j]][j] for j in idx]))
+                else:
+                    x = torch_normalize(augment_batch(chw[torch.from_numpy(idx)], tc.augment, rng), spec)
+                yield _to_input(x, start), torch.from_numpy(y_train[idx])
+
+        steps = max(1, math.floor(len(train_s) / tc.batch_size))
+        optimizer = torch.optim.AdamW(_param_groups(model, start, tc), weight_decay=tc.weight_decay)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=[g["lr"] for g in optimizer.param_groups],
+            total_steps=tc.epochs * (steps + 1),
+            pct_start=0.15,
+        )
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        history: list[dict[str, float]] = []
+        best: tuple[float, float] = (-1.0, -math.inf)
+        best_state: dict[str, torch.Tensor] = {}
+        best_epoch, stale = 0, 0
+        task = bar.add_task(f"training ({strategy}, blocks {start}-{len(model.blocks) - 1} + head)", total=tc.epochs)
+        t_train = time.perf_counter()
+        for epoch in range(1, tc.epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            for block in model.blocks[:start]:
+                block.eval()
+            total, correct, loss_sum = 0, 0, 0.0
+            for x, y in epoch_batches():
+                optimizer.zero_grad(set_to_none=True)
+                logits = model.forward_from(x, start)
+                loss = loss_fn(logits, y)
+                loss.backward()
+                optimizer.step()
+                if scheduler.last_epoch + 1 < scheduler.total_steps:
+                    scheduler.step()
+                loss_sum += float(loss.item()) * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                total += len(y)
+            val = _evaluate(model, start, x_val, y_val, loss_fn)
+            row = {
+                "epoch": epoch,
+                "train_loss": loss_sum / max(total, 1),
+                "train_accuracy": correct / max(total, 1),
+                "val_loss": val["loss"],
+                "val_accuracy": val["accuracy"],
+                "val_balanced_accuracy": val["balanced_accuracy"],
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - t0,
+            }
+            history.append(row)
+            score = (val["balanced_accuracy"], -val["loss"])
+            if score > best:
+                best, best_epoch, stale = score, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+            bar.update(task, advance=1, description=f"training ({strategy}) val bacc {val['balanced_accuracy']:.3f}")
+            if stale >= tc.patience:
+                break
+        timings["train_s"] = time.perf_counter() - t_train
+    model.load_state_dict(best_state)
+    model = model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    model.eval()
+    best_row = history[best_epoch - 1]
+    meta = {
+        "arch": mc.arch,
+        "classes": dataset.classes,
+        "preprocess": spec.model_dump(mode="json"),
+        "dropout": mc.dropout,
+        "strategy": strategy,
+        "trained_from_block": start,
+        "num_blocks": len(model.blocks),
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "val_metrics": {k: best_row[k] for k in ("val_accuracy", "val_balanced_accuracy", "val_loss")},
+        "pretrained_weights_sha256": weights_sha,
+        "dataset_hash": dataset.info.get("hash"),
+        "config": config.model_dump(mode="json"),
+        "versions": library_versions(),
+        "timings": timings,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out_dir / "model.pt", model, meta)
+    write_json_atomic(out_dir / "meta.json", meta)
+    _write_history(out_dir, history)
+    return TrainResult(out_dir / "model.pt", meta, history)
+
+
+def _write_history(out_dir: Path, history: list[dict[str, float]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    write_text_atomic(out_dir / "history.csv", buffer.getvalue())
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in history], label="val")
+    ax_loss.set(title="loss", xlabel="epoch")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [r["train_accuracy"] for r in history], label="train accuracy")
+    ax_acc.plot(epochs, [r["val_accuracy"] for r in history], label="val accuracy")
+    ax_acc.plot(epochs, [r["val_balanced_accuracy"] for r in history], label="val balanced accuracy")
+    ax_acc.set(title="accuracy", xlabel="epoch")
+    ax_acc.legend()
+    fig.tight_layout()
+    from edgetl.files import atomic_path
+
+    with atomic_path(out_dir / "curves.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
