@@ -93,4 +93,7 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_column(name, justify="left" if name in {"target", "backend", "precision"} else "right")
     for row in artifact_rows(report):
         table.add_row(*row)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)
+    console.print(table)

@@ -272,6 +272,11 @@ def train_model(
             else:
                 stale += 1
             bar.update(task, advance=1, description=f"training ({strategy}) val bacc {val['balanced_accuracy']:.3f}")
+            if progress and not bar.console.is_terminal:
+                bar.console.print(
+                    f"epoch {epoch}/{tc.epochs}: train loss {row['train_loss']:.4f}, val acc {val['accuracy']:.4f}, "
+                    f"val bacc {val['balanced_accuracy']:.4f} ({row['seconds']:.1f} s)"
+                )
             if stale >= tc.patience:
                 break
         timings["train_s"] = time.perf_counter() - t_train

@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny generated image sets and configs (no network, seconds to run)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgetl.config import BuildConfig, build_config_from_dict
+
+
+def make_image_folder(root: Path, *, per_class: int = 12, size: int = 48, seed: int = 0) -> Path:
+    """Two visually separable classes of grey images: 'good' (smooth) and 'crack' (a dark line)."""
+    rng = np.random.default_rng(seed)
+    for label in ("good", "crack"):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = rng.normal(150, 10, (size, size)).clip(0, 255)
+            if label == "crack":
+                row = rng.integers(size // 4, 3 * size // 4)
+                img[row : row + 3, :] = 20
+            Image.fromarray(img.astype(np.uint8), mode="L").save(root / label / f"{label}_{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "images")
+
+
+def tiny_config(data_root: Path, runs: Path, **overrides: object) -> BuildConfig:
+    """A config that trains in seconds: 32-pixel inputs, 2 epochs."""
+    raw: dict = {
+        "name": "tiny",
+        "runs_dir": str(runs),
+        "targets": ["cpu", "intel-cpu"],
+        "data": {"root": str(data_root), "test_fraction": 0.25, "val_fraction": 0.25},
+        "model": {"arch": "mobilenet_v2", "gray": True, "input_size": 32},
+        "train": {"strategy": "partial", "trainable_blocks": 4, "epochs": 2, "views": 2, "batch_size": 8},
+        "export": {"parity_images": 4},
+        "calibration": {"samples": 8},
+        "bench": {"warmup": 2, "iterations": 5},
+    }
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return build_config_from_dict(raw)
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file below root (to prove sources are untouched)."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

@@ -1,0 +1,55 @@
+"""The real path in CI: real ELPV images, real ImageNet MobileNetV2 weights, both CPU backends, FP32 and INT8."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("elpv_dataset", reason="the elpv-dataset package is not installed")
+
+from edgetl.cli import app  # noqa: E402
+
+
+@pytest.mark.slow
+def test_build_on_real_elpv_subset(tmp_path: Path):
+    runner = CliRunner()
+    data = tmp_path / "elpv"
+    result = runner.invoke(app, ["data", "elpv", str(data), "--limit", "360", "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    config = tmp_path / "e2e.yaml"
+    config.write_text(
+        f"""
+name: e2e
+runs_dir: {tmp_path / "runs"}
+targets: [cpu, intel-cpu]
+data: {{manifest: {data / "manifest.csv"}, test_fraction: 0.25, val_fraction: 0.15}}
+model: {{arch: mobilenet_v2, gray: true, input_size: 160}}
+train: {{strategy: partial, trainable_blocks: 6, epochs: 6, views: 2, batch_size: 32}}
+export: {{parity_images: 64}}
+calibration: {{samples: 100}}
+bench: {{warmup: 5, iterations: 30}}
+"""
+    )
+    result = runner.invoke(app, ["build", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "e2e"
+    report = json.loads((run / "report.json").read_text())
+    parity = json.loads((run / "export" / "parity.json").read_text())
+    assert parity["passed"] and parity["images"] == 54  # all validation images (15 % of 360)
+    meta = json.loads((run / "train" / "meta.json").read_text())
+    assert meta["pretrained_weights_sha256"].startswith("b0353104")
+    assert report["dataset"]["counts"]["test"] == {"defective": 23, "functional": 67}
+    assert report["dataset"]["slices"] == {"mono": 153, "poly": 207} or set(report["dataset"]["slices"]) == {
+        "mono",
+        "poly",
+    }
+    by_key = {(a["target"], a["precision"]): a for a in report["artifacts"]}
+    assert set(by_key) == {("cpu", "fp32"), ("cpu", "int8"), ("intel-cpu", "fp32"), ("intel-cpu", "fp16"), ("intel-cpu", "int8")}
+    # Pretrained features must beat the majority class (74 %) on real defects.
+    assert report["model"]["test_metrics"]["balanced_accuracy"] > 0.65
+    for (target, precision), a in by_key.items():
+        assert a["fp32_agreement"] >= (0.999 if precision in {"fp32", "fp16"} else 0.93), (target, precision)
+        assert abs(a["metrics"]["accuracy"] - report["model"]["test_metrics"]["accuracy"]) <= 0.06
+        assert a["latency_ms"]["p50"] > 0
+    assert "cpu" in (run / "report.md").read_text()

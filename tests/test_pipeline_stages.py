@@ -1,0 +1,149 @@
+"""Train, export, calibrate, compile and bench on a tiny generated data set (seconds)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import tiny_config, tree_hashes
+
+from edgetl.export import onnx_metadata
+from edgetl.models import load_checkpoint
+from edgetl.pipeline import (
+    init_run,
+    open_run,
+    stage_bench,
+    stage_calibrate,
+    stage_compile,
+    stage_data,
+    stage_export,
+    stage_train,
+)
+from edgetl.targets import Artifact, backends, get_target
+from edgetl.targets.profiles import resolve_profile
+from edgetl.train import resolve_strategy
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    from conftest import make_image_folder
+
+    base = tmp_path_factory.mktemp("tiny")
+    images = make_image_folder(base / "images", per_class=12, size=40)
+    before = tree_hashes(images)
+    config = tiny_config(images, base / "runs")
+    run = init_run(config)
+    stage_data(config, run)
+    stage_train(config, run, progress=False)
+    stage_export(config, run)
+    stage_calibrate(config, run)
+    for name in config.targets:
+        stage_compile(config, run, resolve_profile(name))
+    report = stage_bench(config, run, [resolve_profile(n) for n in config.targets])
+    return config, run, report, images, before
+
+
+def test_train_outputs(tiny_run):
+    _, run, _, _, _ = tiny_run
+    for name in ("model.pt", "meta.json", "history.csv", "curves.png"):
+        assert (run.train / name).is_file(), name
+    meta = json.loads((run.train / "meta.json").read_text())
+    assert meta["strategy"] == "partial" and meta["trained_from_block"] == 15
+    assert meta["classes"] == ["crack", "good"]
+    assert meta["preprocess"]["channels"] == 1
+    assert meta["dataset_hash"] and meta["versions"]["torch"]
+    model, _ = load_checkpoint(run.train / "model.pt")
+    assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 2)
+
+
+def test_export_parity_and_metadata(tiny_run):
+    _, run, _, _, _ = tiny_run
+    parity = json.loads((run.export / "parity.json").read_text())
+    assert parity["passed"] and parity["max_abs_diff"] <= 1e-4 and parity["top1_agreement"] == 1.0
+    props = onnx_metadata(run.export / "model.onnx")
+    assert json.loads(props["edgetl.classes"]) == ["crack", "good"]
+    assert json.loads(props["edgetl.preprocess"])["input_size"] == 32
+    assert onnx.load(str(run.export / "model.onnx")).opset_import[0].version == 17
+
+
+def test_calibration_manifest(tiny_run):
+    _, run, _, _, _ = tiny_run
+    manifest = json.loads((run.calibration / "manifest.json").read_text())
+    assert manifest["count"] == 8 and manifest["split"] == "train"
+    assert sum(manifest["counts_per_class"].values()) == 8
+    assert all(len(f["sha256"]) == 64 for f in manifest["files"])
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_target_conformance(tiny_run, backend: str):
+    """Every backend: artifacts verify, load, and match the ONNX FP32 reference."""
+    import onnxruntime as ort
+
+    config, run, _, _, _ = tiny_run
+    profile = next(resolve_profile(t) for t in config.targets if resolve_profile(t).backend == backend)
+    target = get_target(backend)
+    assert target.is_available() and target.version()
+    x = np.random.default_rng(0).normal(size=(1, 1, 32, 32)).astype(np.float32)
+    reference = ort.InferenceSession(str(run.export / "model.onnx")).run(None, {"input": x})[0]
+    for precision in profile.precisions:
+        artifact = Artifact.read(run.target(profile.name, precision))
+        assert artifact.backend == backend and artifact.classes == ["crack", "good"]
+        with target.load(artifact, threads=1) as runner:
+            out = runner.infer(x)
+        assert out.shape == (1, 2)
+        tolerance = 1e-4 if precision == "fp32" else 0.5
+        assert np.abs(out - reference).max() <= tolerance, precision
+
+
+def test_tampered_artifact_is_refused(tiny_run, tmp_path: Path):
+    import shutil
+
+    _, run, _, _, _ = tiny_run
+    copy = tmp_path / "int8"
+    shutil.copytree(run.target("cpu", "int8"), copy)
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="model.onnx"):
+        Artifact.read(copy)
+
+
+def test_report_has_every_artifact(tiny_run):
+    config, run, report, images, before = tiny_run
+    assert report["schema_version"] == "1.0"
+    got = {(a["target"], a["precision"]) for a in report["artifacts"]}
+    assert got == {("cpu", "fp32"), ("cpu", "int8"), ("intel-cpu", "fp32"), ("intel-cpu", "fp16"), ("intel-cpu", "int8")}
+    for a in report["artifacts"]:
+        assert set(a["metrics"]) >= {"accuracy", "balanced_accuracy", "per_class"}
+        assert a["latency_ms"]["p50"] > 0 and a["size_bytes"] > 0
+        assert 0 <= a["fp32_agreement"] <= 1
+    assert (run.root / "report.md").read_text().count("| cpu |") == 2
+    assert tree_hashes(images) == before
+
+
+def test_stages_rerun_alone_from_the_run_folder(tiny_run):
+    _, run, _, _, _ = tiny_run
+    reopened, config = open_run(run.root)
+    first = (run.export / "model.onnx").read_bytes()
+    stage_export(config, reopened)
+    assert (run.export / "model.onnx").read_bytes() == first
+    assert not [p for p in run.root.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_existing_run_needs_force(tiny_run):
+    from edgetl.config import ConfigError
+
+    config, _, _, _, _ = tiny_run
+    with pytest.raises(ConfigError, match="--force"):
+        init_run(config)
+
+
+def test_auto_strategy_by_data_size():
+    from edgetl.config import TrainConfig
+
+    assert resolve_strategy(TrainConfig(), 40, "mobilenet_v2") == ("linear", 19)
+    assert resolve_strategy(TrainConfig(), 2000, "mobilenet_v2") == ("partial", 7)
+    assert resolve_strategy(TrainConfig(strategy="full"), 2000, "resnet18") == ("full", 0)
+    assert resolve_strategy(TrainConfig(strategy="partial", trainable_blocks=99), 10, "resnet18") == ("partial", 0)
