@@ -21,7 +21,7 @@ def augment_image(image: torch.Tensor, config: AugmentConfig, rng: np.random.Gen
         out = torch.flip(out, dims=(1,))
     if config.degrees or config.translate or config.scale:
         side = out.shape[-1]
-        shift = [int(round(rng.uniform(-config.translate, config.translate) * side)) for _ in range(2)]
+        shift = [round(rng.uniform(-config.translate, config.translate) * side) for _ in range(2)]
         out = F.affine(
             out,
             angle=float(rng.uniform(-config.degrees, config.degrees)),

@@ -52,9 +52,8 @@ def build_calibration(
     chosen = [dataset.samples[i] for i in indices]
     tensors = np.concatenate([preprocess_file(s.path, spec) for s in chosen]).astype(np.float32)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / TENSORS) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, tensors)
+    with atomic_path(out_dir / TENSORS) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, tensors)
     manifest = {
         "count": len(chosen),
         "seed": seed,

@@ -20,7 +20,8 @@ app.add_typer(data_app, name="data")
 
 RunArg = Annotated[Path, typer.Argument(help="Run folder (runs/<name>) made by 'edgetl build' or 'edgetl init'.")]
 TargetOpt = Annotated[
-    list[str] | None, typer.Option("--target", "-t", help="Target profile or alias (repeatable): cpu, intel-cpu, ...")
+    list[str] | None,
+    typer.Option("--target", "-t", help="Target profile or alias (repeatable): cpu, intel-cpu, ..."),
 ]
 
 
@@ -39,7 +40,15 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from edgetl.models import WeightsError
     from edgetl.targets.base import BackendUnavailable
 
-    return (ConfigError, DataError, ElpvNotInstalled, ExportError, WeightsError, BackendUnavailable, FileNotFoundError)
+    return (
+        ConfigError,
+        DataError,
+        ElpvNotInstalled,
+        ExportError,
+        WeightsError,
+        BackendUnavailable,
+        FileNotFoundError,
+    )
 
 
 def _config(config: Path | None, data: Path | None, overrides: dict[str, Any]) -> Any:

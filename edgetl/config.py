@@ -20,7 +20,8 @@ class DataConfig(StrictModel):
 
     root: Path | None = Field(None, description="ImageFolder root: root/<class>/*.png|jpg|bmp|tif.")
     manifest: Path | None = Field(
-        None, description="CSV manifest with columns path,label[,split][,group][,slice]; paths relative to it."
+        None,
+        description="CSV manifest with columns path,label[,split][,group][,slice]; paths relative to it.",
     )
     test_fraction: float = Field(0.25, gt=0, lt=1, description="Share of images held out for the final test.")
     val_fraction: float = Field(0.10, gt=0, lt=1, description="Share of images used for every choice.")
@@ -40,8 +41,8 @@ class DataConfig(StrictModel):
 class ModelConfig(StrictModel):
     """Backbone, pretrained weights and input channels."""
 
-    arch: Literal["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "efficientnet_b0"] = (
-        Field("mobilenet_v2", description="torchvision backbone.")
+    arch: Literal["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "efficientnet_b0"] = Field(
+        "mobilenet_v2", description="torchvision backbone."
     )
     weights: Path | None = Field(
         None, description="Pretrained weight file; None looks in the torch hub cache and installed packages."

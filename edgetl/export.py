@@ -142,13 +142,30 @@ def parity_check(
     return report
 
 
-def export_run(model: nn.Module, meta: dict[str, Any], out_dir: Path, parity_inputs: np.ndarray, *, opset: int,
-               dynamic_batch: bool, slim: bool, atol: float, checkpoint_sha256: str, names: list[str]) -> dict[str, Any]:
+def export_run(
+    model: nn.Module,
+    meta: dict[str, Any],
+    out_dir: Path,
+    parity_inputs: np.ndarray,
+    *,
+    opset: int,
+    dynamic_batch: bool,
+    slim: bool,
+    atol: float,
+    checkpoint_sha256: str,
+    names: list[str],
+) -> dict[str, Any]:
     """Export into out_dir/model.onnx and write out_dir/parity.json; raise when parity fails."""
     out_dir.mkdir(parents=True, exist_ok=True)
     staged = out_dir / ".model.onnx.candidate"
     onnx_from_checkpoint(
-        model, meta, staged, opset=opset, dynamic_batch=dynamic_batch, slim=slim, checkpoint_sha256=checkpoint_sha256
+        model,
+        meta,
+        staged,
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+        slim=slim,
+        checkpoint_sha256=checkpoint_sha256,
     )
     report = parity_check(model, staged, parity_inputs, atol=atol, names=names)
     report["opset"] = opset

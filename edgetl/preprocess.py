@@ -117,9 +117,9 @@ def normalize(batch_hwc: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """uint8 (N, H, W, C) or (H, W, C) -> float32 NCHW normalised tensor."""
     if batch_hwc.ndim == 3:
         batch_hwc = batch_hwc[None]
-    x = batch_hwc.astype(np.float32) / np.float32(255.0)
-    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    scaled = batch_hwc.astype(np.float32) / np.float32(255.0)
+    x = (scaled - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
 
 
 def preprocess_file(path: Path, spec: PreprocessSpec) -> np.ndarray:

@@ -20,8 +20,18 @@ def artifact_rows(report: dict[str, Any]) -> list[list[str]]:
     ref = report["model"].get("test_metrics", {})
     if ref:
         rows.append(
-            ["pytorch", "torch", "fp32", _fmt(ref.get("accuracy")), _fmt(ref.get("balanced_accuracy")), "1.000",
-             "-", "-", "-", "-"]
+            [
+                "pytorch",
+                "torch",
+                "fp32",
+                _fmt(ref.get("accuracy")),
+                _fmt(ref.get("balanced_accuracy")),
+                "1.000",
+                "-",
+                "-",
+                "-",
+                "-",
+            ]
         )
     for a in report["artifacts"]:
         lat = a["latency_ms"]
@@ -42,7 +52,18 @@ def artifact_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-HEADER = ["target", "backend", "precision", "accuracy", "bal. acc.", "FP32 agree", "p50 ms", "p90 ms", "p99 ms", "MB"]
+HEADER = [
+    "target",
+    "backend",
+    "precision",
+    "accuracy",
+    "bal. acc.",
+    "FP32 agree",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "MB",
+]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -56,7 +77,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"- test split: {sum(ds.get('counts', {}).get('test', {}).values())} images "
         f"{ds.get('counts', {}).get('test', {})}",
         f"- model: {model['arch']}, strategy {model['strategy']} (blocks {model['trained_from_block']}+ trained), "
-        f"best epoch {model['best_epoch']}, val balanced accuracy {_fmt(model['val_metrics'].get('val_balanced_accuracy'))}",
+        f"best epoch {model['best_epoch']}, "
+        f"val balanced accuracy {_fmt(model['val_metrics'].get('val_balanced_accuracy'))}",
         f"- ONNX parity: max |logit diff| {_fmt(model.get('parity', {}).get('max_abs_diff'), '.2e')} on "
         f"{model.get('parity', {}).get('images')} validation images",
         f"- host: {report['host'].get('cpu')}, threads {report['bench'].get('threads')}",
@@ -70,7 +92,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "Per class (test split):", ""]
     for a in report["artifacts"]:
         per = ", ".join(
-            f"{c}: P {m['precision']:.3f} R {m['recall']:.3f} F1 {m['f1']:.3f}" for c, m in a["metrics"]["per_class"].items()
+            f"{c}: P {m['precision']:.3f} R {m['recall']:.3f} F1 {m['f1']:.3f}"
+            for c, m in a["metrics"]["per_class"].items()
         )
         lines.append(f"- {a['target']} {a['precision']}: {per}")
     return "\n".join(lines) + "\n"

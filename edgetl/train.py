@@ -78,7 +78,9 @@ class _Prefix(nn.Module):
         return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1) if self.pool else x
 
 
-def prefix_runner(model: Classifier, start: int, spec: PreprocessSpec, backend: str) -> Callable[[np.ndarray], np.ndarray]:
+def prefix_runner(
+    model: Classifier, start: int, spec: PreprocessSpec, backend: str
+) -> Callable[[np.ndarray], np.ndarray]:
     """A function computing the frozen prefix on normalised NCHW batches with the chosen runtime."""
     prefix = _Prefix(model, start).eval()
     if backend == "torch":
@@ -107,7 +109,9 @@ def prefix_runner(model: Classifier, start: int, spec: PreprocessSpec, backend: 
     return lambda x: np.asarray(session.run(None, {"input": x})[0])
 
 
-def _batched(run: Callable[[np.ndarray], np.ndarray], x_uint8: np.ndarray, spec: PreprocessSpec, batch: int = 32) -> np.ndarray:
+def _batched(
+    run: Callable[[np.ndarray], np.ndarray], x_uint8: np.ndarray, spec: PreprocessSpec, batch: int = 32
+) -> np.ndarray:
     return np.concatenate([run(normalize(x_uint8[i : i + batch], spec)) for i in range(0, len(x_uint8), batch)])
 
 
@@ -128,7 +132,9 @@ def _param_groups(model: Classifier, start: int, config: TrainConfig) -> list[di
     return groups
 
 
-def _evaluate(model: Classifier, start: int, x: torch.Tensor, y: np.ndarray, loss_fn: nn.Module, batch: int = 64) -> dict[str, float]:
+def _evaluate(
+    model: Classifier, start: int, x: torch.Tensor, y: np.ndarray, loss_fn: nn.Module, batch: int = 64
+) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
     model.eval()
@@ -136,7 +142,11 @@ def _evaluate(model: Classifier, start: int, x: torch.Tensor, y: np.ndarray, los
         logits = torch.cat([model.forward_from(x[i : i + batch], start) for i in range(0, len(x), batch)])
         loss = float(loss_fn(logits, torch.from_numpy(y)).item())
     pred = logits.argmax(1).numpy()
-    return {"loss": loss, "accuracy": float(accuracy_score(y, pred)), "balanced_accuracy": float(balanced_accuracy_score(y, pred))}
+    return {
+        "loss": loss,
+        "accuracy": float(accuracy_score(y, pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+    }
 
 
 def _to_input(x: np.ndarray | torch.Tensor, start: int) -> torch.Tensor:
@@ -144,9 +154,7 @@ def _to_input(x: np.ndarray | torch.Tensor, start: int) -> torch.Tensor:
     return tensor.contiguous(memory_format=torch.channels_last) if tensor.ndim == 4 and start > 0 else tensor
 
 
-def train_model(
-    config: BuildConfig, dataset: Dataset, out_dir: Path, *, progress: bool = True
-) -> TrainResult:
+def train_model(config: BuildConfig, dataset: Dataset, out_dir: Path, *, progress: bool = True) -> TrainResult:
     """Fine-tune the configured backbone on the train split, select on val, write out_dir/*.
 
     Writes ``model.pt`` (weights + meta), ``meta.json``, ``history.csv`` and ``curves.png``.
@@ -164,18 +172,23 @@ def train_model(
         weights_path, weights_sha = resolve_weights(
             mc.arch, path=mc.weights, sha256=mc.weights_sha256, allow_download=mc.allow_download
         )
-    model = build_classifier(
-        mc.arch, len(dataset.classes), gray=mc.gray, dropout=mc.dropout, weights_file=weights_path
-    )
+    model = build_classifier(mc.arch, len(dataset.classes), gray=mc.gray, dropout=mc.dropout, weights_file=weights_path)
     train_s, val_s = dataset.split("train"), dataset.split("val")
     y_train = np.array([dataset.label_index(s) for s in train_s])
     y_val = np.array([dataset.label_index(s) for s in val_s])
     strategy, start = resolve_strategy(tc, len(train_s), mc.arch)
     cached = start > 0
     loss_fn = nn.CrossEntropyLoss(
-        weight=_class_weights(y_train, len(dataset.classes), tc.class_weighting), label_smoothing=tc.label_smoothing
+        weight=_class_weights(y_train, len(dataset.classes), tc.class_weighting),
+        label_smoothing=tc.label_smoothing,
     )
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     timings: dict[str, float] = {}
     with Progress(*columns, disable=not progress, transient=False) as bar:
         t0 = time.perf_counter()
@@ -229,7 +242,7 @@ def train_model(
             total_steps=tc.epochs * (steps + 1),
             pct_start=0.15,
         )
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model = model.to(memory_format=torch.channels_last)
         history: list[dict[str, float]] = []
         best: tuple[float, float] = (-1.0, -math.inf)
         best_state: dict[str, torch.Tensor] = {}
@@ -281,7 +294,7 @@ def train_model(
                 break
         timings["train_s"] = time.perf_counter() - t_train
     model.load_state_dict(best_state)
-    model = model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    model = model.to(memory_format=torch.contiguous_format)
     model.eval()
     best_row = history[best_epoch - 1]
     meta = {

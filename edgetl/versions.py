@@ -7,7 +7,18 @@ import platform
 import subprocess
 from pathlib import Path
 
-_PACKAGES = ("edgetl", "torch", "torchvision", "onnx", "onnxruntime", "openvino", "nncf", "onnxslim", "numpy", "tensorrt")
+_PACKAGES = (
+    "edgetl",
+    "torch",
+    "torchvision",
+    "onnx",
+    "onnxruntime",
+    "openvino",
+    "nncf",
+    "onnxslim",
+    "numpy",
+    "tensorrt",
+)
 
 
 def library_versions() -> dict[str, str]:

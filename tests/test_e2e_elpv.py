@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("elpv_dataset", reason="the elpv-dataset package is not installed")
 
-from edgetl.cli import app  # noqa: E402
+from edgetl.cli import app
 
 
 @pytest.mark.slow
@@ -45,7 +45,13 @@ bench: {{warmup: 5, iterations: 30}}
         "poly",
     }
     by_key = {(a["target"], a["precision"]): a for a in report["artifacts"]}
-    assert set(by_key) == {("cpu", "fp32"), ("cpu", "int8"), ("intel-cpu", "fp32"), ("intel-cpu", "fp16"), ("intel-cpu", "int8")}
+    assert set(by_key) == {
+        ("cpu", "fp32"),
+        ("cpu", "int8"),
+        ("intel-cpu", "fp32"),
+        ("intel-cpu", "fp16"),
+        ("intel-cpu", "int8"),
+    }
     # Pretrained features must beat the majority class (74 %) on real defects.
     assert report["model"]["test_metrics"]["balanced_accuracy"] > 0.65
     for (target, precision), a in by_key.items():

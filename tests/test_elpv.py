@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("elpv_dataset", reason="the elpv-dataset package is not installed")
 
-from edgetl.data.elpv import import_elpv  # noqa: E402
+from edgetl.data.elpv import import_elpv
 
 
 def test_import_writes_imagefolder_and_manifest(tmp_path: Path):

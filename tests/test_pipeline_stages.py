@@ -111,10 +111,16 @@ def test_tampered_artifact_is_refused(tiny_run, tmp_path: Path):
 
 
 def test_report_has_every_artifact(tiny_run):
-    config, run, report, images, before = tiny_run
+    _config, run, report, images, before = tiny_run
     assert report["schema_version"] == "1.0"
     got = {(a["target"], a["precision"]) for a in report["artifacts"]}
-    assert got == {("cpu", "fp32"), ("cpu", "int8"), ("intel-cpu", "fp32"), ("intel-cpu", "fp16"), ("intel-cpu", "int8")}
+    assert got == {
+        ("cpu", "fp32"),
+        ("cpu", "int8"),
+        ("intel-cpu", "fp32"),
+        ("intel-cpu", "fp16"),
+        ("intel-cpu", "int8"),
+    }
     for a in report["artifacts"]:
         assert set(a["metrics"]) >= {"accuracy", "balanced_accuracy", "per_class"}
         assert a["latency_ms"]["p50"] > 0 and a["size_bytes"] > 0
@@ -146,4 +152,7 @@ def test_auto_strategy_by_data_size():
     assert resolve_strategy(TrainConfig(), 40, "mobilenet_v2") == ("linear", 19)
     assert resolve_strategy(TrainConfig(), 2000, "mobilenet_v2") == ("partial", 7)
     assert resolve_strategy(TrainConfig(strategy="full"), 2000, "resnet18") == ("full", 0)
-    assert resolve_strategy(TrainConfig(strategy="partial", trainable_blocks=99), 10, "resnet18") == ("partial", 0)
+    assert resolve_strategy(TrainConfig(strategy="partial", trainable_blocks=99), 10, "resnet18") == (
+        "partial",
+        0,
+    )

@@ -17,9 +17,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
     )
 
     labels = list(range(len(classes)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
@@ -33,7 +31,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
             for i, name in enumerate(classes)
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-        "images": int(len(y_true)),
+        "images": len(y_true),
     }
 
 

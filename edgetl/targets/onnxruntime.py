@@ -54,7 +54,7 @@ def quantize_qdq(
         quantize_static(
             str(prepared),
             str(onnx_out),
-            _Reader(calib, "input"),  # type: ignore[arg-type]
+            _Reader(calib, "input"),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
             activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
@@ -153,7 +153,7 @@ class OnnxRuntimeTarget(Target):
             model_file=MODEL_FILE,
             details=details,
             versions=library_versions(),
-        )  # type: ignore[call-arg]
+        )
 
     def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:
         return OnnxRuntimeRunner(artifact.model_path, threads=threads)

@@ -79,12 +79,14 @@ class OpenVinoTarget(Target):
                 "performance": nncf.QuantizationPreset.PERFORMANCE,
                 "mixed": nncf.QuantizationPreset.MIXED,
             }[profile.quantization.preset]
-            model = nncf.quantize(
-                model, nncf.Dataset(calib.batches()), preset=preset, subset_size=len(calib)
-            )
+            model = nncf.quantize(model, nncf.Dataset(calib.batches()), preset=preset, subset_size=len(calib))
             details.update(
-                {"tool": "nncf", "nncf": importlib.metadata.version("nncf"), "preset": profile.quantization.preset,
-                 "calibration_images": len(calib)}
+                {
+                    "tool": "nncf",
+                    "nncf": importlib.metadata.version("nncf"),
+                    "preset": profile.quantization.preset,
+                    "calibration_images": len(calib),
+                }
             )
         ov.save_model(model, str(out / MODEL_FILE), compress_to_fp16=precision == "fp16")
         return Artifact(
@@ -95,7 +97,7 @@ class OpenVinoTarget(Target):
             model_file=MODEL_FILE,
             details=details,
             versions=library_versions(),
-        )  # type: ignore[call-arg]
+        )
 
     def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:
         return OpenVinoRunner(artifact.model_path, artifact.device, threads=threads)

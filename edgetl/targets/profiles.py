@@ -38,8 +38,8 @@ class TargetProfile(StrictModel):
     aliases: list[str] = Field(default_factory=list, description="Other names accepted by --target.")
     device: str = Field("CPU", description="Backend device name (CPU, GPU, ...).")
     opset: int = Field(17, ge=11, le=23, description="Highest ONNX opset the backend parses.")
-    precisions: list[Precision] = Field(default_factory=lambda: ["fp32", "int8"])
-    quantization: QuantizationSpec = Field(default_factory=lambda: QuantizationSpec())  # type: ignore[call-arg]
+    precisions: list[Precision] = Field(default_factory=lambda: list[Precision](["fp32", "int8"]))
+    quantization: QuantizationSpec = Field(default_factory=lambda: QuantizationSpec())
 
 
 def profile_dirs() -> list[Path]:
