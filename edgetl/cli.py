@@ -27,8 +27,9 @@ TargetOpt = Annotated[
 
 def _fail(exc: Exception) -> None:
     from rich.console import Console
+    from rich.text import Text
 
-    Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=False)
+    Console(stderr=True).print(Text("error: ", style="bold red") + Text(str(exc)), soft_wrap=True)
     raise typer.Exit(code=2) from exc
 
 
