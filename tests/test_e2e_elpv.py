@@ -24,8 +24,8 @@ name: e2e
 runs_dir: {tmp_path / "runs"}
 targets: [cpu, intel-cpu]
 data: {{manifest: {data / "manifest.csv"}, test_fraction: 0.25, val_fraction: 0.15}}
-model: {{arch: mobilenet_v2, gray: true, input_size: 160}}
-train: {{strategy: partial, trainable_blocks: 6, epochs: 6, views: 2, batch_size: 32}}
+model: {{arch: mobilenet_v2, gray: true, input_size: 224}}
+train: {{strategy: partial, trainable_blocks: 8, epochs: 6, views: 2, batch_size: 32}}
 export: {{parity_images: 64}}
 calibration: {{samples: 100}}
 bench: {{warmup: 5, iterations: 30}}
@@ -39,11 +39,9 @@ bench: {{warmup: 5, iterations: 30}}
     assert parity["passed"] and parity["images"] == 54  # all validation images (15 % of 360)
     meta = json.loads((run / "train" / "meta.json").read_text())
     assert meta["pretrained_weights_sha256"].startswith("b0353104")
-    assert report["dataset"]["counts"]["test"] == {"defective": 23, "functional": 67}
-    assert report["dataset"]["slices"] == {"mono": 153, "poly": 207} or set(report["dataset"]["slices"]) == {
-        "mono",
-        "poly",
-    }
+    assert report["dataset"]["counts"]["test"] == {"defective": 28, "functional": 62}
+    slices = report["dataset"]["slices"]
+    assert set(slices) == {"mono", "poly"} and sum(slices.values()) == 360
     by_key = {(a["target"], a["precision"]): a for a in report["artifacts"]}
     assert set(by_key) == {
         ("cpu", "fp32"),
@@ -55,7 +53,7 @@ bench: {{warmup: 5, iterations: 30}}
     # Pretrained features must beat the majority class (74 %) on real defects.
     assert report["model"]["test_metrics"]["balanced_accuracy"] > 0.65
     for (target, precision), a in by_key.items():
-        assert a["fp32_agreement"] >= (0.999 if precision in {"fp32", "fp16"} else 0.93), (target, precision)
+        assert a["fp32_agreement"] >= (0.98 if precision in {"fp32", "fp16"} else 0.95), (target, precision)
         assert abs(a["metrics"]["accuracy"] - report["model"]["test_metrics"]["accuracy"]) <= 0.06
         assert a["latency_ms"]["p50"] > 0
     assert "cpu" in (run / "report.md").read_text()

@@ -37,6 +37,7 @@ def quantize_qdq(
     activations: str = "uint8",
     symmetric_activations: bool = False,
     per_channel: bool = True,
+    reduce_range: bool = False,
     percentile: float = 99.999,
 ) -> dict[str, Any]:
     """Static QDQ quantization; returns the settings used (for artifact.json)."""
@@ -57,6 +58,7 @@ def quantize_qdq(
             _Reader(calib, "input"),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
+            reduce_range=reduce_range,
             activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=methods[method],
@@ -71,7 +73,7 @@ def quantize_qdq(
         "format": "QDQ",
         "method": method,
         "activations": activations,
-        "weights": "int8",
+        "weights": "int7 (reduce_range)" if reduce_range else "int8",
         "per_channel": per_channel,
         "symmetric_activations": symmetric_activations,
         "calibration_images": len(calib),
@@ -141,6 +143,7 @@ class OnnxRuntimeTarget(Target):
                 activations=q.activations,
                 symmetric_activations=q.symmetric_activations,
                 per_channel=q.per_channel,
+                reduce_range=q.reduce_range,
                 percentile=q.percentile,
             )
         else:

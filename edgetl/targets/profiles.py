@@ -23,6 +23,11 @@ class QuantizationSpec(StrictModel):
     )
     symmetric_activations: bool = Field(False, description="Zero point 0 for activations.")
     per_channel: bool = Field(True, description="Per-channel symmetric weights.")
+    reduce_range: bool = Field(
+        False,
+        description="7-bit weights: x86 CPUs without VNNI add u8 x s8 products in saturating 16-bit pairs; "
+        "7-bit weights cannot saturate there.",
+    )
     percentile: float = Field(99.999, gt=90, le=100, description="Percentile for the percentile method.")
     preset: Literal["performance", "mixed"] = Field(
         "performance", description="NNCF preset: performance (symmetric) or mixed (asymmetric activations)."
