@@ -92,20 +92,21 @@ def prefix_runner(
         return run_torch
     from edgetl.export import export_module
 
-    folder = Path(tempfile.mkdtemp(prefix="edgetl-prefix-"))
-    onnx_path = folder / "prefix.onnx"
     example = torch.zeros(1, spec.channels, spec.input_size, spec.input_size)
-    export_module(prefix, example, onnx_path, opset=17, dynamic_batch=True, output_name="features")
-    if backend == "openvino":
-        import openvino as ov
+    # Both runtimes read the whole model when the session is made, so the file can go right after.
+    with tempfile.TemporaryDirectory(prefix="edgetl-prefix-") as folder:
+        onnx_path = Path(folder) / "prefix.onnx"
+        export_module(prefix, example, onnx_path, opset=17, dynamic_batch=True, output_name="features")
+        if backend == "openvino":
+            import openvino as ov
 
-        compiled = ov.Core().compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        return lambda x: np.asarray(compiled(x)[0])
-    import onnxruntime as ort
+            compiled = ov.Core().compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+            return lambda x: np.asarray(compiled(x)[0])
+        import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     return lambda x: np.asarray(session.run(None, {"input": x})[0])
 
 

@@ -59,7 +59,7 @@ def import_elpv(out: Path, *, limit: int | None = None, seed: int = 0, threshold
 
         keep, _ = train_test_split(keep, train_size=limit, stratify=labels, random_state=seed)
         keep = np.sort(keep)
-    wanted = {"source": "elpv-dataset", "images": int(len(keep)), "limit": limit, "seed": seed, "threshold": threshold}
+    wanted = {"source": "elpv-dataset", "images": len(keep), "limit": limit, "seed": seed, "threshold": threshold}
     out = Path(out)
     marker = out / MARKER
     if marker.is_file() and read_json(marker) == wanted and (out / "manifest.csv").is_file():

@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+import torch
+
+from edgetl.augment import augment_batch
+from edgetl.config import AugmentConfig
+from edgetl.models import build_classifier
+from edgetl.preprocess import PreprocessSpec
+from edgetl.train import prefix_runner
+
+
+@pytest.mark.parametrize("start", [5, 19])
+def test_cache_backends_compute_the_same_frozen_features(start: int):
+    torch.manual_seed(0)
+    model = build_classifier("mobilenet_v2", 2, gray=True).eval()
+    spec = PreprocessSpec.for_channels(1, input_size=64)
+    x = np.random.default_rng(0).normal(size=(3, 1, 64, 64)).astype(np.float32)
+    reference = prefix_runner(model, start, spec, "torch")(x)
+    for backend in ("onnxruntime", "openvino"):
+        np.testing.assert_allclose(prefix_runner(model, start, spec, backend)(x), reference, atol=1e-4)
+    assert reference.ndim == (2 if start == 19 else 4)
+
+
+def test_augmentation_keeps_shape_dtype_and_respects_switches():
+    images = torch.randint(0, 255, (4, 1, 32, 32), dtype=torch.uint8)
+    rng = np.random.default_rng(0)
+    out = augment_batch(images, AugmentConfig(), rng)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    off = AugmentConfig(
+        hflip=False, vflip=False, rot90=False, degrees=0, translate=0, scale=0, brightness=0, contrast=0
+    )
+    assert torch.equal(augment_batch(images, off, rng), images)
