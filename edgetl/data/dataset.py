@@ -158,9 +158,7 @@ def _assign_splits(samples: list[Sample], config: DataConfig) -> None:
         rest, test = group_split(index, config.test_fraction, config.seed)
         train, val = group_split(rest, config.val_fraction / (1 - config.test_fraction), config.seed + 1)
     else:
-        rest, test = train_test_split(
-            index, test_size=config.test_fraction, stratify=labels, random_state=config.seed
-        )
+        rest, test = train_test_split(index, test_size=config.test_fraction, stratify=labels, random_state=config.seed)
         train, val = train_test_split(
             rest,
             test_size=config.val_fraction / (1 - config.test_fraction),
@@ -202,9 +200,7 @@ def prepare_dataset(config: DataConfig, out_dir: Path) -> Dataset:
         raise DataError(f"{source} has a single class ({classes[0]}); a classifier needs at least two.")
     small = {c: n for c, n in counts.items() if n < config.min_images_per_class}
     if small:
-        raise DataError(
-            f"classes below data.min_images_per_class={config.min_images_per_class}: {small}; add images."
-        )
+        raise DataError(f"classes below data.min_images_per_class={config.min_images_per_class}: {small}; add images.")
     given = [s.split for s in samples]
     if all(given):
         missing = [name for name in SPLITS if name not in given]

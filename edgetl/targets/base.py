@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import importlib.metadata
+import importlib.util
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
@@ -14,6 +16,7 @@ from edgetl.calibration import CalibrationSet
 from edgetl.config import StrictModel
 from edgetl.files import read_json, sha256_file, write_json_atomic
 from edgetl.targets.profiles import Precision, TargetProfile
+from edgetl.versions import library_versions
 
 ARTIFACT_FILE = "artifact.json"
 
@@ -97,14 +100,41 @@ class Target(abc.ABC):
     """A backend: compile an ONNX model for a profile, load the artifact as a Runner."""
 
     name: ClassVar[str]
+    package: ClassVar[str]
+    install_hint: ClassVar[str] = ""
 
-    @abc.abstractmethod
     def is_available(self) -> bool:
-        """Import probe; never raises."""
+        """Import probe (without importing the package); never raises."""
+        try:
+            return importlib.util.find_spec(self.package) is not None
+        except (ImportError, ValueError):
+            return False
 
-    @abc.abstractmethod
     def version(self) -> str:
         """Backend version, or '' when unavailable."""
+        try:
+            return importlib.metadata.version(self.package)
+        except importlib.metadata.PackageNotFoundError:
+            return ""
+
+    def require(self) -> None:
+        """Raise BackendUnavailable with the install hint when the package is missing."""
+        if not self.is_available():
+            raise BackendUnavailable(f"{self.package} is not installed; {self.install_hint or 'pick another target.'}")
+
+    def artifact(
+        self, profile: TargetProfile, precision: Precision, model_file: str, details: dict[str, Any]
+    ) -> Artifact:
+        """The Artifact record of a freshly compiled model."""
+        return Artifact(
+            profile=profile.name,
+            backend=self.name,
+            precision=precision,
+            device=profile.device,
+            model_file=model_file,
+            details=details,
+            versions=library_versions(),
+        )
 
     @abc.abstractmethod
     def compile(

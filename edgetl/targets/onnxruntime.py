@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,9 +10,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgetl.calibration import CalibrationSet
-from edgetl.targets.base import Artifact, BackendUnavailable, Runner, Target
+from edgetl.targets.base import Artifact, Runner, Target
 from edgetl.targets.profiles import Precision, TargetProfile
-from edgetl.versions import library_versions
 
 MODEL_FILE = "model.onnx"
 
@@ -102,19 +100,8 @@ class OnnxRuntimeTarget(Target):
     """ONNX Runtime on the CPU."""
 
     name: ClassVar[str] = "onnxruntime"
-
-    def is_available(self) -> bool:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
-    def version(self) -> str:
-        try:
-            return importlib.metadata.version("onnxruntime")
-        except importlib.metadata.PackageNotFoundError:
-            return ""
+    package: ClassVar[str] = "onnxruntime"
+    install_hint: ClassVar[str] = "pip install onnxruntime, or pick another target."
 
     def compile(
         self,
@@ -126,8 +113,7 @@ class OnnxRuntimeTarget(Target):
         precision: Precision,
         method: str | None = None,
     ) -> Artifact:
-        if not self.is_available():
-            raise BackendUnavailable("onnxruntime is not installed; pip install onnxruntime, or pick another target.")
+        self.require()
         details: dict[str, Any] = {}
         if precision == "fp32":
             shutil.copyfile(onnx, out / MODEL_FILE)
@@ -148,15 +134,7 @@ class OnnxRuntimeTarget(Target):
             )
         else:
             raise ValueError(f"onnxruntime targets build fp32 or int8, not {precision}.")
-        return Artifact(
-            profile=profile.name,
-            backend=self.name,
-            precision=precision,
-            device=profile.device,
-            model_file=MODEL_FILE,
-            details=details,
-            versions=library_versions(),
-        )
+        return self.artifact(profile, precision, MODEL_FILE, details)
 
     def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:
         return OnnxRuntimeRunner(artifact.model_path, threads=threads)

@@ -9,9 +9,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgetl.calibration import CalibrationSet
-from edgetl.targets.base import Artifact, BackendUnavailable, Runner, Target
+from edgetl.targets.base import Artifact, Runner, Target
 from edgetl.targets.profiles import Precision, TargetProfile
-from edgetl.versions import library_versions
 
 MODEL_FILE = "model.xml"
 
@@ -40,19 +39,8 @@ class OpenVinoTarget(Target):
     """OpenVINO Runtime (Intel CPUs, and GPUs/NPUs by profile device)."""
 
     name: ClassVar[str] = "openvino"
-
-    def is_available(self) -> bool:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
-    def version(self) -> str:
-        try:
-            return importlib.metadata.version("openvino")
-        except importlib.metadata.PackageNotFoundError:
-            return ""
+    package: ClassVar[str] = "openvino"
+    install_hint: ClassVar[str] = "pip install openvino nncf, or pick another target."
 
     def compile(
         self,
@@ -64,8 +52,7 @@ class OpenVinoTarget(Target):
         precision: Precision,
         method: str | None = None,
     ) -> Artifact:
-        if not self.is_available():
-            raise BackendUnavailable("openvino is not installed; pip install openvino nncf, or pick another target.")
+        self.require()
         import openvino as ov
 
         model = ov.convert_model(str(onnx))
@@ -89,15 +76,7 @@ class OpenVinoTarget(Target):
                 }
             )
         ov.save_model(model, str(out / MODEL_FILE), compress_to_fp16=precision == "fp16")
-        return Artifact(
-            profile=profile.name,
-            backend=self.name,
-            precision=precision,
-            device=profile.device,
-            model_file=MODEL_FILE,
-            details=details,
-            versions=library_versions(),
-        )
+        return self.artifact(profile, precision, MODEL_FILE, details)
 
     def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:
         return OpenVinoRunner(artifact.model_path, artifact.device, threads=threads)
