@@ -94,6 +94,12 @@ class TrainConfig(StrictModel):
     cache_backend: Literal["onnxruntime", "openvino", "torch"] = Field(
         "onnxruntime", description="Runtime that computes the frozen prefix once per view."
     )
+    int8_views: int = Field(
+        0,
+        ge=0,
+        description="Extra cached views computed through an INT8 (QDQ) copy of the frozen prefix, so the trained "
+        "blocks learn to tolerate quantization noise (onnxruntime cache backend only).",
+    )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     seed: int = Field(0)
     threads: int | None = Field(None, ge=1, description="CPU threads; None uses every core.")

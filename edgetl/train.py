@@ -79,9 +79,13 @@ class _Prefix(nn.Module):
 
 
 def prefix_runner(
-    model: Classifier, start: int, spec: PreprocessSpec, backend: str
+    model: Classifier, start: int, spec: PreprocessSpec, backend: str, *, int8_calibration: np.ndarray | None = None
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """A function computing the frozen prefix on normalised NCHW batches with the chosen runtime."""
+    """A function computing the frozen prefix on normalised NCHW batches with the chosen runtime.
+
+    With ``int8_calibration`` (normalised NCHW images) the prefix is first quantized to INT8 QDQ
+    (onnxruntime only), as the deployed INT8 model computes it.
+    """
     prefix = _Prefix(model, start).eval()
     if backend == "torch":
 
@@ -104,6 +108,13 @@ def prefix_runner(
             return lambda x: np.asarray(compiled(x)[0])
         import onnxruntime as ort
 
+        if int8_calibration is not None:
+            from edgetl.calibration import CalibrationSet
+            from edgetl.targets.onnxruntime import quantize_qdq
+
+            quantized = Path(folder) / "prefix-int8.onnx"
+            quantize_qdq(onnx_path, quantized, CalibrationSet(int8_calibration, {}), reduce_range=True)
+            onnx_path = quantized
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
@@ -207,7 +218,9 @@ def train_model(config: BuildConfig, dataset: Dataset, out_dir: Path, *, progres
             t0 = time.perf_counter()
             run = prefix_runner(model, start, spec, tc.cache_backend)
             views = []
-            task = bar.add_task(f"caching frozen blocks 0-{start - 1} ({tc.cache_backend})", total=tc.views + 1)
+            task = bar.add_task(
+                f"caching frozen blocks 0-{start - 1} ({tc.cache_backend})", total=tc.views + 1 + tc.int8_views
+            )
             x_val = torch.from_numpy(_batched(run, images_val, spec))
             bar.advance(task)
             chw = torch.from_numpy(images_train).permute(0, 3, 1, 2)
@@ -215,6 +228,15 @@ def train_model(config: BuildConfig, dataset: Dataset, out_dir: Path, *, progres
                 view = chw if v == 0 else augment_batch(chw, tc.augment, rng)
                 views.append(_batched(run, view.permute(0, 2, 3, 1).numpy(), spec))
                 bar.advance(task)
+            if tc.int8_views and tc.cache_backend == "onnxruntime":
+                sample = rng.choice(len(images_train), size=min(300, len(images_train)), replace=False)
+                run_int8 = prefix_runner(
+                    model, start, spec, "onnxruntime", int8_calibration=normalize(images_train[np.sort(sample)], spec)
+                )
+                for v in range(tc.int8_views):
+                    view = chw if v == 0 else augment_batch(chw, tc.augment, rng)
+                    views.append(_batched(run_int8, view.permute(0, 2, 3, 1).numpy(), spec))
+                    bar.advance(task)
             timings["cache_s"] = time.perf_counter() - t0
             x_val = _to_input(x_val, start)
         else:

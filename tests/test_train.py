@@ -30,3 +30,17 @@ def test_augmentation_keeps_shape_dtype_and_respects_switches():
         hflip=False, vflip=False, rot90=False, degrees=0, translate=0, scale=0, brightness=0, contrast=0
     )
     assert torch.equal(augment_batch(images, off, rng), images)
+
+
+def test_int8_prefix_views_are_close_to_fp32_but_quantized():
+    torch.manual_seed(0)
+    model = build_classifier("mobilenet_v2", 2, gray=True).eval()
+    spec = PreprocessSpec.for_channels(1, input_size=64)
+    rng = np.random.default_rng(0)
+    calibration = rng.normal(size=(8, 1, 64, 64)).astype(np.float32)
+    x = rng.normal(size=(2, 1, 64, 64)).astype(np.float32)
+    fp32 = prefix_runner(model, 4, spec, "onnxruntime")(x)
+    int8 = prefix_runner(model, 4, spec, "onnxruntime", int8_calibration=calibration)(x)
+    assert int8.shape == fp32.shape
+    assert not np.array_equal(int8, fp32)
+    assert np.corrcoef(int8.ravel(), fp32.ravel())[0, 1] > 0.95
