@@ -122,6 +122,9 @@ class CalibrationConfig(StrictModel):
     method: Literal["minmax", "entropy", "percentile"] | None = Field(
         None, description="None: the target profile's default."
     )
+    fp32_blocks: int | None = Field(
+        None, ge=0, description="First N backbone blocks kept in floating point; None: the target profile's value."
+    )
     seed: int = Field(0)
 
 

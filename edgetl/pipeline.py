@@ -157,7 +157,13 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
         t0 = time.perf_counter()
         with atomic_dir(run.target(profile.name, precision)) as tmp:
             artifact = target.compile(
-                onnx_path, profile, tmp, calib, precision=precision, method=config.calibration.method
+                onnx_path,
+                profile,
+                tmp,
+                calib,
+                precision=precision,
+                method=config.calibration.method,
+                fp32_blocks=config.calibration.fp32_blocks,
             )
             artifact.classes = list(meta["classes"])
             artifact.preprocess = meta["preprocess"]

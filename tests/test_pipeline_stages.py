@@ -156,3 +156,24 @@ def test_auto_strategy_by_data_size():
         "partial",
         0,
     )
+
+
+def test_int8_keeps_the_profile_stem_in_floating_point(tiny_run):
+    import openvino as ov
+
+    _, run, _, _, _ = tiny_run
+    ort_artifact = Artifact.read(run.target("cpu", "int8"))
+    assert ort_artifact.details["fp32_blocks"] == 2 and ort_artifact.details["fp32_nodes"] > 0
+    graph = onnx.load(str(ort_artifact.model_path)).graph
+    produced_by = {out: node.op_type for node in graph.node for out in node.output}
+    stem = [n for n in graph.node if n.op_type == "Conv" and ("/blocks.0/" in n.name or "/blocks.1/" in n.name)]
+    later = [n for n in graph.node if n.op_type == "Conv" and "/blocks.5/" in n.name]
+    assert stem and all(produced_by.get(n.input[1]) != "DequantizeLinear" for n in stem)
+    assert later and all(produced_by.get(n.input[1]) == "DequantizeLinear" for n in later)
+    ov_artifact = Artifact.read(run.target("intel-cpu", "int8"))
+    assert ov_artifact.details["fp32_blocks"] == 2
+    ops = ov.Core().read_model(str(ov_artifact.model_path)).get_ordered_ops()
+    # Saved IRs hold quantized weights as int8 constants with a scale named ".../fq_weights_<n>" (a Multiply).
+    weights = [o.get_friendly_name() for o in ops if "fq_weights" in o.get_friendly_name()]
+    assert any("/blocks.5/" in name for name in weights)
+    assert not any("/blocks.0/" in name or "/blocks.1/" in name for name in weights)

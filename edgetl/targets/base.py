@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import importlib.metadata
 import importlib.util
+import re
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
@@ -77,6 +78,12 @@ class Artifact(StrictModel):
         return artifact
 
 
+def block_index(node_name: str) -> int | None:
+    """Backbone block of an exported node (``/blocks.<i>/...``), None for the head."""
+    match = re.search(r"/blocks\.(\d+)/", node_name)
+    return int(match.group(1)) if match else None
+
+
 class Runner(abc.ABC):
     """A loaded artifact: ``with target.load(a) as r: r.infer(x)``."""
 
@@ -146,8 +153,12 @@ class Target(abc.ABC):
         *,
         precision: Precision,
         method: str | None = None,
+        fp32_blocks: int | None = None,
     ) -> Artifact:
-        """Build one precision of ``onnx`` for ``profile`` into the (empty) folder ``out``."""
+        """Build one precision of ``onnx`` for ``profile`` into the (empty) folder ``out``.
+
+        ``method`` and ``fp32_blocks`` override the profile's quantization settings when not None.
+        """
 
     @abc.abstractmethod
     def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgetl.calibration import CalibrationSet
-from edgetl.targets.base import Artifact, Runner, Target
+from edgetl.targets.base import Artifact, Runner, Target, block_index
 from edgetl.targets.profiles import Precision, TargetProfile
 
 MODEL_FILE = "model.onnx"
@@ -37,8 +37,13 @@ def quantize_qdq(
     per_channel: bool = True,
     reduce_range: bool = False,
     percentile: float = 99.999,
+    fp32_blocks: int = 0,
 ) -> dict[str, Any]:
-    """Static QDQ quantization; returns the settings used (for artifact.json)."""
+    """Static QDQ quantization; returns the settings used (for artifact.json).
+
+    ``fp32_blocks``: nodes of the first N backbone blocks are left in floating point.
+    """
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -50,6 +55,11 @@ def quantize_qdq(
     with tempfile.TemporaryDirectory(prefix="edgetl-ort-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(onnx_in), str(prepared), skip_symbolic_shape=True)
+        excluded = [
+            n.name
+            for n in onnx.load(str(prepared), load_external_data=False).graph.node
+            if (b := block_index(n.name)) is not None and b < fp32_blocks
+        ]
         quantize_static(
             str(prepared),
             str(onnx_out),
@@ -57,6 +67,7 @@ def quantize_qdq(
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
             reduce_range=reduce_range,
+            nodes_to_exclude=excluded,
             activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=methods[method],
@@ -75,6 +86,8 @@ def quantize_qdq(
         "per_channel": per_channel,
         "symmetric_activations": symmetric_activations,
         "calibration_images": len(calib),
+        "fp32_blocks": fp32_blocks,
+        "fp32_nodes": len(excluded),
     }
 
 
@@ -112,6 +125,7 @@ class OnnxRuntimeTarget(Target):
         *,
         precision: Precision,
         method: str | None = None,
+        fp32_blocks: int | None = None,
     ) -> Artifact:
         self.require()
         details: dict[str, Any] = {}
@@ -131,6 +145,7 @@ class OnnxRuntimeTarget(Target):
                 per_channel=q.per_channel,
                 reduce_range=q.reduce_range,
                 percentile=q.percentile,
+                fp32_blocks=q.fp32_blocks if fp32_blocks is None else fp32_blocks,
             )
         else:
             raise ValueError(f"onnxruntime targets build fp32 or int8, not {precision}.")

@@ -29,6 +29,9 @@ class QuantizationSpec(StrictModel):
         "7-bit weights cannot saturate there.",
     )
     percentile: float = Field(99.999, gt=90, le=100, description="Percentile for the percentile method.")
+    fp32_blocks: int = Field(
+        0, ge=0, description="Keep the first N backbone blocks (the stem) in floating point: mixed precision."
+    )
     preset: Literal["performance", "mixed"] = Field(
         "performance", description="NNCF preset: performance (symmetric) or mixed (asymmetric activations)."
     )
