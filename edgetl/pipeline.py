@@ -189,7 +189,8 @@ def stage_bench(
 ) -> dict[str, Any]:
     """Measure every compiled artifact on the test split; write report.json / report.md.
 
-    ``timings`` (seconds per earlier stage) are recorded in the report with this stage's own.
+    ``timings`` (seconds per earlier stage; default: those of the run's last report) are recorded in the
+    report with this stage's own.
     """
     started = time.perf_counter()
     import torch
@@ -273,6 +274,8 @@ def stage_bench(
         "versions": library_versions(),
         "artifacts": results,
     }
+    if timings is None and (run.root / "report.json").is_file():
+        timings = read_json(run.root / "report.json").get("timings_s")
     if timings is not None:
         report["timings_s"] = dict(timings, bench=round(time.perf_counter() - started, 1))
     write_report(run.root, report)

@@ -177,3 +177,12 @@ def test_int8_keeps_the_profile_stem_in_floating_point(tiny_run):
     weights = [o.get_friendly_name() for o in ops if "fq_weights" in o.get_friendly_name()]
     assert any("/blocks.5/" in name for name in weights)
     assert not any("/blocks.0/" in name or "/blocks.1/" in name for name in weights)
+
+
+def test_rerunning_bench_keeps_the_build_timings(tiny_run):
+    config, run, _, _, _ = tiny_run
+    profiles = [resolve_profile("cpu")]
+    first = stage_bench(config, run, profiles, timings={"train": 12.5})
+    again = stage_bench(config, run, profiles)
+    assert first["timings_s"]["train"] == again["timings_s"]["train"] == 12.5
+    assert "bench" in again["timings_s"]
