@@ -95,11 +95,16 @@ def export_opset(config: BuildConfig) -> int:
     return min(resolve_profile(t).opset for t in config.targets)
 
 
-def _val_inputs(dataset: Dataset, spec: Any, limit: int) -> tuple[np.ndarray, list[str]]:
+def _split_inputs(
+    dataset: Dataset, spec: Any, split: str, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Deploy-time preprocessed images of one split: (inputs, class indices, file names)."""
     from edgetl.preprocess import preprocess_file
 
-    samples = dataset.split("val")[:limit]
-    return np.concatenate([preprocess_file(s.path, spec) for s in samples]), [s.path.name for s in samples]
+    samples = dataset.split(split)[:limit]
+    x = np.concatenate([preprocess_file(s.path, spec) for s in samples])
+    y = np.array([dataset.label_index(s) for s in samples])
+    return x, y, [s.path.name for s in samples]
 
 
 def stage_export(config: BuildConfig, run: RunDir) -> dict[str, Any]:
@@ -111,7 +116,7 @@ def stage_export(config: BuildConfig, run: RunDir) -> dict[str, Any]:
     checkpoint = run.train / "model.pt"
     model, meta = load_checkpoint(checkpoint)
     spec = PreprocessSpec.model_validate(meta["preprocess"])
-    inputs, names = _val_inputs(load_split(run.data), spec, config.export.parity_images)
+    inputs, _, names = _split_inputs(load_split(run.data), spec, "val", config.export.parity_images)
     return export_run(
         model,
         meta,
@@ -175,15 +180,6 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
     return artifacts
 
 
-def _test_tensors(dataset: Dataset, spec: Any) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from edgetl.preprocess import preprocess_file
-
-    samples = dataset.split("test")
-    x = np.concatenate([preprocess_file(s.path, spec) for s in samples])
-    y = np.array([dataset.label_index(s) for s in samples])
-    return x, y, [s.path.as_posix() for s in samples]
-
-
 def stage_bench(
     config: BuildConfig, run: RunDir, profiles: list[TargetProfile], *, timings: dict[str, float] | None = None
 ) -> dict[str, Any]:
@@ -208,7 +204,7 @@ def stage_bench(
     model, meta = load_checkpoint(run.train / "model.pt")
     spec = PreprocessSpec.model_validate(meta["preprocess"])
     dataset = load_split(run.data)
-    x, y, _ = _test_tensors(dataset, spec)
+    x, y, _ = _split_inputs(dataset, spec, "test")
     with torch.inference_mode():
         reference = np.concatenate([model(torch.from_numpy(x[i : i + 64])).numpy() for i in range(0, len(x), 64)])
     reference_metrics = classification_metrics(y, reference.argmax(1), dataset.classes)
@@ -252,20 +248,15 @@ def stage_bench(
                 "accuracy_delta": r["metrics"]["accuracy"] - base["metrics"]["accuracy"],
                 "p50_ratio": r["latency_ms"]["p50"] / base["latency_ms"]["p50"],
             }
-    train_meta = read_json(run.train / "meta.json")
     report: dict[str, Any] = {
         "run": run.root.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "dataset": dataset.info,
         "model": {
-            "arch": train_meta["arch"],
-            "strategy": train_meta["strategy"],
-            "trained_from_block": train_meta["trained_from_block"],
-            "best_epoch": train_meta["best_epoch"],
-            "val_metrics": train_meta["val_metrics"],
-            "classes": train_meta["classes"],
-            "preprocess": train_meta["preprocess"],
-            "timings": train_meta.get("timings", {}),
+            **{k: meta[k] for k in ("arch", "strategy", "trained_from_block", "best_epoch", "val_metrics")},
+            "classes": meta["classes"],
+            "preprocess": meta["preprocess"],
+            "timings": meta.get("timings", {}),
             "test_metrics": reference_metrics,
             "parity": read_json(run.export / "parity.json") if (run.export / "parity.json").is_file() else {},
         },

@@ -49,7 +49,7 @@ def load_uint8(samples: list[Sample], spec: PreprocessSpec, *, threads: int = 4)
 
 def resolve_strategy(config: TrainConfig, num_train: int, arch: str) -> tuple[str, int]:
     """Return (strategy, index of the first trained block); len(blocks) means the head only."""
-    num_blocks = _num_blocks(arch)
+    num_blocks = ARCHS[arch].num_blocks
     strategy = config.strategy
     if strategy == "auto":
         strategy = "linear" if num_train < AUTO_LINEAR_BELOW else "partial"
@@ -59,10 +59,6 @@ def resolve_strategy(config: TrainConfig, num_train: int, arch: str) -> tuple[st
         return strategy, 0
     trainable = config.trainable_blocks or ARCHS[arch].default_trainable_blocks
     return strategy, max(0, num_blocks - min(trainable, num_blocks))
-
-
-def _num_blocks(arch: str) -> int:
-    return ARCHS[arch].num_blocks
 
 
 class _Prefix(nn.Module):
@@ -224,19 +220,21 @@ def train_model(config: BuildConfig, dataset: Dataset, out_dir: Path, *, progres
             x_val = torch.from_numpy(_batched(run, images_val, spec))
             bar.advance(task)
             chw = torch.from_numpy(images_train).permute(0, 3, 1, 2)
-            for v in range(tc.views):
-                view = chw if v == 0 else augment_batch(chw, tc.augment, rng)
-                views.append(_batched(run, view.permute(0, 2, 3, 1).numpy(), spec))
-                bar.advance(task)
+
+            def cache_views(runner: Callable[[np.ndarray], np.ndarray], count: int) -> None:
+                # The first view is the image as deployed, the others random augmentations.
+                for v in range(count):
+                    view = chw if v == 0 else augment_batch(chw, tc.augment, rng)
+                    views.append(_batched(runner, view.permute(0, 2, 3, 1).numpy(), spec))
+                    bar.advance(task)
+
+            cache_views(run, tc.views)
             if tc.int8_views and tc.cache_backend == "onnxruntime":
                 sample = rng.choice(len(images_train), size=min(300, len(images_train)), replace=False)
-                run_int8 = prefix_runner(
-                    model, start, spec, "onnxruntime", int8_calibration=normalize(images_train[np.sort(sample)], spec)
+                calibration = normalize(images_train[np.sort(sample)], spec)
+                cache_views(
+                    prefix_runner(model, start, spec, "onnxruntime", int8_calibration=calibration), tc.int8_views
                 )
-                for v in range(tc.int8_views):
-                    view = chw if v == 0 else augment_batch(chw, tc.augment, rng)
-                    views.append(_batched(run_int8, view.permute(0, 2, 3, 1).numpy(), spec))
-                    bar.advance(task)
             timings["cache_s"] = time.perf_counter() - t0
             x_val = _to_input(x_val, start)
         else:
