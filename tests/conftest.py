@@ -60,3 +60,30 @@ def tree_hashes(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+@pytest.fixture(scope="session")
+def trt_run(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny run built for the jetson profile: prepared TensorRT inputs and the device bundle."""
+    from edgetl.pipeline import (
+        init_run,
+        stage_bundle,
+        stage_calibrate,
+        stage_compile,
+        stage_data,
+        stage_export,
+        stage_train,
+    )
+    from edgetl.targets.profiles import resolve_profile
+
+    base = tmp_path_factory.mktemp("trt")
+    images = make_image_folder(base / "images", per_class=16, size=40)
+    config = tiny_config(images, base / "runs", targets=["jetson"], calibration__samples=12)
+    run = init_run(config)
+    stage_data(config, run)
+    stage_train(config, run, progress=False)
+    stage_export(config, run)
+    stage_calibrate(config, run)
+    stage_compile(config, run, resolve_profile("jetson"))
+    manifest = stage_bundle(config, run, resolve_profile("jetson"))
+    return config, run, manifest

@@ -82,8 +82,10 @@ def test_target_conformance(tiny_run, backend: str):
     import onnxruntime as ort
 
     config, run, _, _, _ = tiny_run
-    profile = next(resolve_profile(t) for t in config.targets if resolve_profile(t).backend == backend)
     target = get_target(backend)
+    if backend == "tensorrt":
+        pytest.skip("TensorRT engines are built on the device; tests/test_tensorrt.py covers them where a GPU is")
+    profile = next(resolve_profile(t) for t in config.targets if resolve_profile(t).backend == backend)
     assert target.is_available() and target.version()
     x = np.random.default_rng(0).normal(size=(1, 1, 32, 32)).astype(np.float32)
     reference = ort.InferenceSession(str(run.export / "model.onnx")).run(None, {"input": x})[0]

@@ -10,6 +10,7 @@ from edgetl.targets.profiles import TargetProfile, available_profiles, resolve_p
 _REGISTRY = {
     "onnxruntime": "edgetl.targets.onnxruntime:OnnxRuntimeTarget",
     "openvino": "edgetl.targets.openvino:OpenVinoTarget",
+    "tensorrt": "edgetl.targets.tensorrt:TensorRTTarget",
 }
 
 

@@ -109,6 +109,7 @@ class Target(abc.ABC):
     name: ClassVar[str]
     package: ClassVar[str]
     install_hint: ClassVar[str] = ""
+    compiles_without_backend: ClassVar[bool] = False  # True: compile prepares files here, the device finishes
 
     def is_available(self) -> bool:
         """Import probe (without importing the package); never raises."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -38,10 +38,13 @@ def quantize_qdq(
     reduce_range: bool = False,
     percentile: float = 99.999,
     fp32_blocks: int = 0,
+    tensorrt: bool = False,
 ) -> dict[str, Any]:
     """Static QDQ quantization; returns the settings used (for artifact.json).
 
     ``fp32_blocks``: nodes of the first N backbone blocks are left in floating point.
+    ``tensorrt``: the layout TensorRT's explicit quantization reads on every version from 8.5: FP32 weights
+    with their own Q/DQ pair, one Q/DQ pair per consumer, FP32 biases.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -76,6 +79,7 @@ def quantize_qdq(
                 "WeightSymmetric": True,
                 "CalibPercentile": percentile,
                 "CalibTensorRangeSymmetric": symmetric_activations,
+                **({"AddQDQPairToWeight": True, "DedicatedQDQPair": True, "QuantizeBias": False} if tensorrt else {}),
             },
         )
     return {
@@ -88,20 +92,26 @@ def quantize_qdq(
         "calibration_images": len(calib),
         "fp32_blocks": fp32_blocks,
         "fp32_nodes": len(excluded),
+        "layout": "tensorrt" if tensorrt else "onnxruntime",
     }
 
 
 class OnnxRuntimeRunner(Runner):
     """InferenceSession on the CPU execution provider."""
 
-    def __init__(self, path: Path, *, threads: int | None) -> None:
+    def __init__(self, path: Path, *, threads: int | None, optimization: Literal["all", "none"] = "all") -> None:
+        """``optimization`` "none" runs the graph node by node: the exact arithmetic its Q/DQ nodes describe."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if optimization == "all"
+            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        )
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 

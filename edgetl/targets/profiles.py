@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from edgetl.config import ConfigError, StrictModel
 
@@ -37,6 +37,26 @@ class QuantizationSpec(StrictModel):
     )
 
 
+class TensorRTSpec(StrictModel):
+    """What a TensorRT profile assumes about the device and how engines are built there."""
+
+    version: str = Field(description="TensorRT version the profile was written for (major.minor).")
+    jetpack: str | None = Field(None, description="JetPack release on a Jetson; None on x86 GPU boxes.")
+    platform: Literal["jetson", "x86_64"] = Field(description="Device family.")
+    workspace_mb: int = Field(1024, ge=64, description="Builder workspace memory pool limit.")
+    dla_core: int | None = Field(None, ge=0, description="DLA core to place layers on (GPU fallback on).")
+    min_batch: int = Field(1, ge=1, description="Smallest batch of the optimization profile.")
+    opt_batch: int = Field(1, ge=1, description="Batch the builder tunes for.")
+    max_batch: int = Field(1, ge=1, description="Largest batch; > 1 needs export.dynamic_batch.")
+    builder_optimization_level: int = Field(3, ge=0, le=5, description="TensorRT default is 3.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TensorRTSpec:
+        if not self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ValueError("batches must satisfy min_batch <= opt_batch <= max_batch")
+        return self
+
+
 class TargetProfile(StrictModel):
     """A deployment target: backend, device and what it accepts."""
 
@@ -48,6 +68,15 @@ class TargetProfile(StrictModel):
     opset: int = Field(17, ge=11, le=23, description="Highest ONNX opset the backend parses.")
     precisions: list[Precision] = Field(default_factory=lambda: list[Precision](["fp32", "int8"]))
     quantization: QuantizationSpec = Field(default_factory=lambda: QuantizationSpec())
+    tensorrt: TensorRTSpec | None = Field(None, description="Engine settings; required for the tensorrt backend.")
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> TargetProfile:
+        if self.backend == "tensorrt" and self.tensorrt is None:
+            raise ValueError("a tensorrt profile needs a 'tensorrt:' section (version, platform, ...)")
+        if self.backend == "tensorrt" and self.quantization.activations != "int8":
+            raise ValueError("TensorRT needs signed int8 activations: set quantization.activations: int8")
+        return self
 
 
 def profile_dirs() -> list[Path]:

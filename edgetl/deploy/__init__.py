@@ -1,0 +1,1 @@
+"""Deployment configs generated from the one preprocessing spec: DeepStream nvinfer and Triton."""

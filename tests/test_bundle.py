@@ -1,0 +1,128 @@
+"""The device bundle: complete, verified before use, parity pack runnable here, CLI on bundles."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgetl.bundle import BundleError, bench_bundle, read_manifest, verify_bundle
+from edgetl.cli import app
+from edgetl.files import sha256_file
+
+
+@pytest.fixture
+def bundle(trt_run, tmp_path: Path) -> Path:
+    _, run, _ = trt_run
+    copy = tmp_path / "jetson-orin-nano"
+    shutil.copytree(run.root / "bundle" / "jetson-orin-nano", copy)
+    return copy
+
+
+def test_bundle_is_complete(trt_run):
+    _, run, manifest = trt_run
+    folder = run.root / "bundle" / "jetson-orin-nano"
+    for name in ("model.onnx", "model.fp16.onnx", "model.qdq.onnx", "labels.txt", "preprocess.json", "README.md"):
+        assert name in manifest["files"], name
+    assert set(manifest["models"]) == {"fp32", "fp16", "int8"}
+    assert (folder / "labels.txt").read_text().split() == ["crack", "good"]
+    assert json.loads((folder / "preprocess.json").read_text())["input_size"] == 32
+    inputs = np.load(folder / manifest["parity"]["inputs"])
+    assert inputs.shape[1:] == (1, 32, 32) and len(inputs) == len(manifest["parity"]["names"]) > 0
+    for precision, path in manifest["parity"]["references"].items():
+        assert np.load(folder / path).shape == (len(inputs), 2), precision
+    provenance = manifest["provenance"]
+    assert provenance["checkpoint_sha256"] == sha256_file(run.train / "model.pt")
+    assert provenance["dataset_sha256"] and provenance["versions"]["onnxruntime"]
+    assert provenance["qdq_check"]["per_channel_weights"] > 0
+    host = manifest["host_metrics"]
+    assert host["split"] == "test" and 0 <= host["int8"]["accuracy"] <= 1
+    assert any(p.startswith("deepstream/config_infer_int8") for p in manifest["files"])
+    assert any(p.endswith("config.pbtxt") for p in manifest["files"])
+    assert manifest["on_device"].startswith("edgetl compile ")
+    # Every file on disk is in the manifest and no temporary folder is left.
+    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert on_disk == set(manifest["files"])
+    assert not [p for p in (run.root / "bundle").iterdir() if p.name.startswith(".")]
+
+
+def test_verify_runs_the_parity_pack_here(bundle: Path):
+    result = verify_bundle(bundle)
+    assert result["passed"]
+    assert {r["precision"] for r in result["checked"]} == {"fp32", "fp16", "int8"}
+    assert all(r["runtime"] == "onnxruntime-cpu" for r in result["checked"])  # no engines on this host
+    assert (bundle / "verify.json").is_file()
+
+
+def test_one_flipped_byte_is_refused_before_loading(bundle: Path):
+    data = bytearray((bundle / "model.qdq.onnx").read_bytes())
+    data[len(data) // 3] ^= 0x01
+    (bundle / "model.qdq.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model\.qdq\.onnx differs"):
+        verify_bundle(bundle)
+
+
+def test_missing_file_and_escaping_path_are_refused(bundle: Path):
+    (bundle / "parity" / "inputs.npy").unlink()
+    with pytest.raises(BundleError, match=r"inputs\.npy is missing"):
+        read_manifest(bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"] = {"../outside.txt": "0" * 64}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="outside the bundle"):
+        read_manifest(bundle)
+
+
+def test_parity_drift_fails_loudly(bundle: Path):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    reference = bundle / manifest["parity"]["references"]["fp32"]
+    logits = np.load(reference)
+    np.save(reference, logits[:, ::-1].copy())  # swap classes: every top-1 flips
+    manifest["files"][manifest["parity"]["references"]["fp32"]] = sha256_file(reference)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="fp32 on onnxruntime-cpu.*FAILED|FAILED[\\s\\S]*fp32"):
+        verify_bundle(bundle)
+
+
+def test_cli_on_a_bundle(bundle: Path):
+    runner = CliRunner()
+    ok = runner.invoke(app, ["verify", str(bundle)])
+    assert ok.exit_code == 0, ok.output
+    assert "parity pack passed" in ok.output
+    device_only = runner.invoke(app, ["compile", str(bundle)])
+    assert device_only.exit_code == 2
+    assert "device" in device_only.output
+    assert not (bundle / "engines").exists()
+    timed = runner.invoke(app, ["bench", str(bundle)])
+    assert timed.exit_code == 0, timed.output
+    assert "p50" in timed.output and (bundle / "bench.json").is_file()
+
+
+def test_bench_bundle_reports_every_precision(bundle: Path):
+    rows = bench_bundle(bundle, warmup=1, iterations=3)["results"]
+    assert {r["precision"] for r in rows} == {"fp32", "fp16", "int8"}
+    assert all(r["latency_ms"]["p50"] > 0 for r in rows)
+
+
+def test_rebuilding_keeps_the_previous_bundle_until_done(trt_run, monkeypatch: pytest.MonkeyPatch):
+    """A bundle write that fails half-way leaves the earlier bundle untouched and no temporary folder."""
+    import edgetl.bundle as bundle_module
+    from edgetl.pipeline import stage_bundle
+    from edgetl.targets.profiles import resolve_profile
+
+    config, run, _ = trt_run
+    folder = run.root / "bundle" / "jetson-orin-nano"
+    before = {p.name: sha256_file(p) for p in folder.iterdir() if p.is_file()}
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(bundle_module, "_openvino_ir", broken)
+    with pytest.raises(OSError, match="disk full"):
+        stage_bundle(config, run, resolve_profile("jetson"))
+    assert {p.name: sha256_file(p) for p in folder.iterdir() if p.is_file()} == before
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]

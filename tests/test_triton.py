@@ -1,0 +1,49 @@
+"""Triton model repositories: every config.pbtxt parses with Triton's own ModelConfig protobuf."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgetl.deploy.triton import TritonModel, model_config, parse_model_config, write_model
+
+pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient (with grpc) is not installed")
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime_onnx", "openvino", "tensorrt_plan"])
+@pytest.mark.parametrize("max_batch", [0, 8])
+def test_config_parses_with_tritons_protobuf(kind: str, max_batch: int):
+    model = TritonModel("m", kind, channels=1, size=300, classes=["ok", "ng"], max_batch_size=max_batch)  # type: ignore[arg-type]
+    config = parse_model_config(model_config(model))
+    assert config.name == "m" and config.max_batch_size == max_batch
+    if kind == "openvino":
+        assert config.backend == "openvino"
+    else:
+        assert config.platform == kind
+    expected = [1, 300, 300] if max_batch else [1, 1, 300, 300]
+    assert list(config.input[0].dims) == expected and config.input[0].name == "input"
+    assert list(config.output[0].dims)[-1] == 2 and config.output[0].label_filename == "labels.txt"
+    assert config.HasField("dynamic_batching") == bool(max_batch)
+
+
+def test_bundle_triton_repository(trt_run):
+    _, run, manifest = trt_run
+    root = run.root / "bundle" / "jetson-orin-nano" / "triton"
+    configs = sorted(root.glob("*/config.pbtxt"))
+    kinds = set()
+    for path in configs:
+        config = parse_model_config(path.read_text())
+        kinds.add(config.backend or config.platform)
+        assert config.name == path.parent.name
+        assert (path.parent / "labels.txt").read_text().split() == ["crack", "good"]
+    assert kinds == {"onnxruntime_onnx", "openvino", "tensorrt_plan"}
+    assert (root / "tiny_onnx" / "1" / "model.onnx").is_file()
+    assert (root / "tiny_openvino" / "1" / "model.xml").is_file()
+    assert manifest["models"]["int8"]["triton"] == "tiny_trt_int8"
+
+
+def test_unknown_file_for_a_backend_is_refused(tmp_path: Path):
+    model = TritonModel("m", "openvino", channels=1, size=8, classes=["a", "b"])
+    with pytest.raises(ValueError, match="model.xml"):
+        write_model(tmp_path, model, {"model.onnx": tmp_path / "x"})
