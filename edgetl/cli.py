@@ -243,6 +243,28 @@ def _compile_bundle(folder: Path, precisions: list[str] | None, verify: bool) ->
 
 
 @app.command()
+def bundle(run: RunArg, target: TargetOpt = None) -> None:
+    """Write the device bundle of the run's TensorRT targets (or the given ones): runs/<name>/bundle/<profile>/."""
+    try:
+        from edgetl.config import ConfigError
+        from edgetl.pipeline import device_summary, open_run, stage_bundle
+        from edgetl.targets.profiles import resolve_profile
+
+        run_dir, cfg = open_run(run)
+        profiles = [resolve_profile(name) for name in target or cfg.targets]
+        trt = [p for p in profiles if p.tensorrt is not None]
+        if not trt:
+            raise ConfigError("bundles are for TensorRT targets; pass --target jetson (or another TensorRT profile).")
+        for profile in trt:
+            manifest = stage_bundle(cfg, run_dir, profile)
+            from rich.console import Console
+
+            Console().print(device_summary(run_dir, profile.name, manifest))
+    except _user_errors() as exc:
+        _fail(exc)
+
+
+@app.command()
 def verify(bundle: BundleArg) -> None:
     """Check a bundle's files against its manifest and run its parity pack (engines where built, else ONNX)."""
     try:
