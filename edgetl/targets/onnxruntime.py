@@ -38,11 +38,13 @@ def quantize_qdq(
     reduce_range: bool = False,
     percentile: float = 99.999,
     fp32_blocks: int = 0,
+    moving_average: bool = False,
     tensorrt: bool = False,
 ) -> dict[str, Any]:
     """Static QDQ quantization; returns the settings used (for artifact.json).
 
     ``fp32_blocks``: nodes of the first N backbone blocks are left in floating point.
+    ``moving_average``: minmax ranges are a moving average of per-image ranges (constant 0.01).
     ``tensorrt``: the layout TensorRT's explicit quantization reads on every version from 8.5: FP32 weights
     with their own Q/DQ pair, one Q/DQ pair per consumer, FP32 biases.
     """
@@ -78,6 +80,8 @@ def quantize_qdq(
                 "ActivationSymmetric": symmetric_activations,
                 "WeightSymmetric": True,
                 "CalibPercentile": percentile,
+                "CalibMovingAverage": moving_average,
+                "CalibMovingAverageConstant": 0.01,
                 "CalibTensorRangeSymmetric": symmetric_activations,
                 **({"AddQDQPairToWeight": True, "DedicatedQDQPair": True, "QuantizeBias": False} if tensorrt else {}),
             },
@@ -92,6 +96,7 @@ def quantize_qdq(
         "calibration_images": len(calib),
         "fp32_blocks": fp32_blocks,
         "fp32_nodes": len(excluded),
+        "moving_average": moving_average,
         "layout": "tensorrt" if tensorrt else "onnxruntime",
     }
 
@@ -156,6 +161,7 @@ class OnnxRuntimeTarget(Target):
                 reduce_range=q.reduce_range,
                 percentile=q.percentile,
                 fp32_blocks=q.fp32_blocks if fp32_blocks is None else fp32_blocks,
+                moving_average=q.moving_average,
             )
         else:
             raise ValueError(f"onnxruntime targets build fp32 or int8, not {precision}.")

@@ -29,6 +29,11 @@ class QuantizationSpec(StrictModel):
         "7-bit weights cannot saturate there.",
     )
     percentile: float = Field(99.999, gt=90, le=100, description="Percentile for the percentile method.")
+    moving_average: bool = Field(
+        False,
+        description="minmax: average each image's activation range instead of taking the extremes over the "
+        "calibration set, so one outlier image does not stretch the int8 grid (onnxruntime and tensorrt).",
+    )
     fp32_blocks: int = Field(
         0, ge=0, description="Keep the first N backbone blocks (the stem) in floating point: mixed precision."
     )
