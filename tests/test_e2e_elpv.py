@@ -1,4 +1,5 @@
-"""The real path in CI: real ELPV images, real ImageNet MobileNetV2 weights, both CPU backends, FP32 and INT8."""
+"""The real path in CI: real ELPV images, real ImageNet MobileNetV2 weights, both CPU backends, FP32 and INT8,
+and the Jetson bundle (QDQ model checked, parity pack verified here)."""
 
 import json
 from pathlib import Path
@@ -22,7 +23,7 @@ def test_build_on_real_elpv_subset(tmp_path: Path):
         f"""
 name: e2e
 runs_dir: {tmp_path / "runs"}
-targets: [cpu, intel-cpu]
+targets: [cpu, intel-cpu, jetson]
 data: {{manifest: {data / "manifest.csv"}, test_fraction: 0.25, val_fraction: 0.15}}
 model: {{arch: mobilenet_v2, gray: true, input_size: 224}}
 train: {{strategy: partial, trainable_blocks: 8, epochs: 6, views: 2, batch_size: 32}}
@@ -57,3 +58,11 @@ bench: {{warmup: 5, iterations: 30}}
         assert abs(a["metrics"]["accuracy"] - report["model"]["test_metrics"]["accuracy"]) <= 0.06
         assert a["latency_ms"]["p50"] > 0
     assert "cpu" in (run / "report.md").read_text()
+    bundle = run / "bundle" / "jetson-orin-nano"
+    host = report["bundles"]["jetson-orin-nano"]["host_metrics"]
+    assert host["int8"]["vs_fp32"]["top1_agreement"] >= 0.95
+    assert abs(host["int8"]["accuracy_delta_vs_fp32"]) <= 0.06
+    said = " ".join(result.output.split())  # rich wraps long lines
+    assert "on the device run: edgetl compile" in said and "not built here: TensorRT engines" in said
+    verified = runner.invoke(app, ["verify", str(bundle)])
+    assert verified.exit_code == 0, verified.output
