@@ -126,3 +126,14 @@ def test_rebuilding_keeps_the_previous_bundle_until_done(trt_run, monkeypatch: p
         stage_bundle(config, run, resolve_profile("jetson"))
     assert {p.name: sha256_file(p) for p in folder.iterdir() if p.is_file()} == before
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_bundle_stage_command(trt_run):
+    _, run, _ = trt_run
+    result = CliRunner().invoke(app, ["bundle", str(run.root)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "built here" in said and "not built here: TensorRT engines" in said
+    assert read_manifest(run.root / "bundle" / "jetson-orin-nano")["kind"] == "edgetl-bundle"
+    wrong = CliRunner().invoke(app, ["bundle", str(run.root), "--target", "cpu"])
+    assert wrong.exit_code == 2 and "TensorRT" in wrong.output

@@ -162,3 +162,16 @@ def test_engine_builds_runs_and_matches_onnx(trt_run, tmp_path: Path):
     for precision in ("fp32", "fp16", "int8"):
         assert (bundle / "engines" / precision / "model.engine").is_file()
         assert (bundle / "triton" / f"tiny_trt_{precision}" / "1" / "model.plan").is_file()
+
+
+def test_engine_from_another_device_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The fingerprint check itself (the device query needs a GPU; here it answers as an H100 box would)."""
+    import edgetl.targets.tensorrt as trt_module
+
+    built_on = {"tensorrt": "10.3.0", "gpu": "Orin", "compute_capability": "8.7", "platform": "aarch64"}
+    here = {"tensorrt": "10.13.0", "gpu": "NVIDIA H100", "compute_capability": "9.0", "platform": "x86_64"}
+    monkeypatch.setattr(trt_module, "device_fingerprint", lambda dla_core=None: {**here, "dla_core": dla_core})
+    with pytest.raises(trt_module.EngineError, match="rebuild it from the bundle's ONNX") as info:
+        trt_module.check_engine({**built_on, "dla_core": None}, tmp_path)
+    assert "Orin" in str(info.value) and "H100" in str(info.value)
+    trt_module.check_engine({**here, "dla_core": None}, tmp_path)  # same device: accepted
