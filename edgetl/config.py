@@ -104,6 +104,12 @@ class TrainConfig(StrictModel):
     seed: int = Field(0)
     threads: int | None = Field(None, ge=1, description="CPU threads; None uses every core.")
 
+    @model_validator(mode="after")
+    def _int8_views_need_ort(self) -> TrainConfig:
+        if self.int8_views and self.cache_backend != "onnxruntime":
+            raise ValueError("int8_views needs cache_backend: onnxruntime (the INT8 prefix runs in ONNX Runtime)")
+        return self
+
 
 class ExportConfig(StrictModel):
     """ONNX export and its parity check."""

@@ -229,7 +229,7 @@ def train_model(config: BuildConfig, dataset: Dataset, out_dir: Path, *, progres
                     bar.advance(task)
 
             cache_views(run, tc.views)
-            if tc.int8_views and tc.cache_backend == "onnxruntime":
+            if tc.int8_views:
                 sample = rng.choice(len(images_train), size=min(300, len(images_train)), replace=False)
                 calibration = normalize(images_train[np.sort(sample)], spec)
                 cache_views(

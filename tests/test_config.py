@@ -47,3 +47,8 @@ def test_missing_config_file_says_so(tmp_path: Path):
 def test_example_config_is_valid():
     config = load_build_config(Path(__file__).parents[1] / "examples" / "elpv.yaml")
     assert config.model.gray and config.train.strategy == "partial"
+
+
+def test_int8_views_need_the_onnxruntime_cache():
+    with pytest.raises(ConfigError, match="int8_views needs cache_backend: onnxruntime"):
+        build_config_from_dict({"data": {"root": "x"}, "train": {"int8_views": 2, "cache_backend": "torch"}})
