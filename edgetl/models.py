@@ -198,7 +198,14 @@ def build_classifier(
         raise ValueError(f"unknown arch {arch!r}; pick one of {', '.join(ARCHS)}")
     base = _torchvision_model(arch)
     if weights_file is not None:
-        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise WeightsError(
+                f"{weights_file} is refused: it is not a plain tensor file that loads with weights_only=True "
+                f"({type(exc).__name__}); it may carry code. Use torchvision's weight file or a state_dict saved "
+                "with torch.save(model.state_dict(), path)."
+            ) from exc
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         missing, unexpected = base.load_state_dict(state, strict=False)
@@ -228,7 +235,11 @@ def load_checkpoint(path: Path) -> tuple[Classifier, dict[str, Any]]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path} is not a loadable edgetl checkpoint ({exc}); retrain to rewrite it.") from exc
+        raise ValueError(
+            f"{path} is refused: not an edgetl checkpoint that loads with weights_only=True "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); it may be damaged or carry "
+            "code. Retrain with 'edgetl train' to rewrite it."
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an edgetl checkpoint (format {CHECKPOINT_FORMAT} expected).")
     meta = payload["meta"]

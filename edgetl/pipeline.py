@@ -13,7 +13,7 @@ import numpy as np
 
 from edgetl.config import BuildConfig, ConfigError, dump_config, load_build_config
 from edgetl.data.dataset import Dataset, load_split, prepare_dataset
-from edgetl.files import atomic_dir, read_json, sha256_file, write_text_atomic
+from edgetl.files import atomic_dir, read_json, remove_stale_temps, sha256_file, write_text_atomic
 from edgetl.targets.profiles import TargetProfile, resolve_profile
 
 
@@ -63,6 +63,7 @@ def init_run(config: BuildConfig, *, force: bool = False) -> RunDir:
     for name in config.targets:
         resolve_profile(name)
     run.root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(run.root)
     write_text_atomic(run.config, dump_config(config))
     return run
 
@@ -72,6 +73,7 @@ def open_run(run_dir: Path) -> tuple[RunDir, BuildConfig]:
     run = RunDir(Path(run_dir))
     if not run.config.is_file():
         raise ConfigError(f"{run.config} is missing; create the run with 'edgetl build' or 'edgetl init'.")
+    remove_stale_temps(run.root)
     return run, load_build_config(run.config)
 
 

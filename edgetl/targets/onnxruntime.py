@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgetl.calibration import CalibrationSet
+from edgetl.onnx_safety import check_onnx_file
 from edgetl.targets.base import Artifact, Runner, Target, block_index
 from edgetl.targets.profiles import Precision, TargetProfile
 
@@ -54,7 +55,7 @@ def quantize_qdq(
     }
     with tempfile.TemporaryDirectory(prefix="edgetl-ort-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(onnx_in), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(check_onnx_file(onnx_in)), str(prepared), skip_symbolic_shape=True)
         excluded = [
             n.name
             for n in onnx.load(str(prepared), load_external_data=False).graph.node
@@ -102,7 +103,7 @@ class OnnxRuntimeRunner(Runner):
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(check_onnx_file(path)), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -128,6 +129,7 @@ class OnnxRuntimeTarget(Target):
         fp32_blocks: int | None = None,
     ) -> Artifact:
         self.require()
+        check_onnx_file(onnx)
         details: dict[str, Any] = {}
         if precision == "fp32":
             shutil.copyfile(onnx, out / MODEL_FILE)
