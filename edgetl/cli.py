@@ -38,7 +38,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from edgetl.data.dataset import DataError
     from edgetl.data.elpv import ElpvNotInstalled
     from edgetl.export import ExportError
+    from edgetl.files import DiskFullError
     from edgetl.models import WeightsError
+    from edgetl.onnx_safety import UntrustedFileError
     from edgetl.targets.base import BackendUnavailable
 
     return (
@@ -49,6 +51,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
         WeightsError,
         BackendUnavailable,
         FileNotFoundError,
+        DiskFullError,
+        UntrustedFileError,
     )
 
 
@@ -137,6 +141,41 @@ def data_elpv(
 
         manifest = import_elpv(out, limit=limit, seed=seed)
         typer.echo(f"ELPV written: {manifest}")
+    except _user_errors() as exc:
+        _fail(exc)
+
+
+@data_app.command("check")
+def data_check(
+    data: Annotated[Path, typer.Argument(help="ImageFolder root or CSV manifest.")],
+    out: Annotated[Path, typer.Option(help="Folder for the report (check.json, check.csv).")] = Path("edgetl-check"),
+    min_images_per_class: Annotated[int | None, typer.Option(help="Fewer images in a class is an error.")] = None,
+    min_image_size: Annotated[int | None, typer.Option(help="A shorter image side (pixels) is an error.")] = None,
+) -> None:
+    """Check every image the way 'edgetl build' does first; write a report, never touch the images."""
+    try:
+        from edgetl.config import ConfigError, DataConfig
+        from edgetl.data.check import check_dataset
+
+        key = "manifest" if data.suffix.lower() == ".csv" else "root"
+        raw: dict[str, Any] = {key: data}
+        if min_images_per_class is not None:
+            raw["min_images_per_class"] = min_images_per_class
+        if min_image_size is not None:
+            raw["min_image_size"] = min_image_size
+        try:
+            cfg = DataConfig.model_validate(raw)
+        except ValueError as exc:
+            raise ConfigError(f"invalid option: {exc}") from exc
+        report = check_dataset(cfg)
+        csv_path = report.write(out)
+        for finding in report.warnings[:20]:
+            typer.echo(f"warning: {finding.path}: {finding.reason}", err=True)
+        typer.echo(
+            f"{len(report.samples)} images checked: {len(report.errors)} errors, {len(report.warnings)} warnings; "
+            f"report {csv_path}"
+        )
+        report.raise_for_errors(report=csv_path)
     except _user_errors() as exc:
         _fail(exc)
 
