@@ -89,6 +89,9 @@ def build(
     epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
     gray: Annotated[bool | None, typer.Option("--gray/--rgb", help="Fold the first conv to one channel.")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild an existing run in place.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted build: training goes on from its last epoch.")
+    ] = False,
 ) -> None:
     """Run the whole chain: data, train, export, calibrate, compile, bench, report."""
     try:
@@ -106,7 +109,7 @@ def build(
         )
         from edgetl.pipeline import build as run_build
 
-        run_build(cfg, force=force)
+        run_build(cfg, force=force, resume=resume)
     except _user_errors() as exc:
         _fail(exc)
 
@@ -194,12 +197,16 @@ def data_split(run: RunArg) -> None:
 
 
 @app.command()
-def train(run: RunArg) -> None:
+def train(
+    run: RunArg,
+    resume: Annotated[bool, typer.Option(help="Continue from the last finished epoch (train/resume.pt).")] = False,
+) -> None:
     """Fine-tune the backbone of a run."""
     try:
         from edgetl.pipeline import open_run, stage_train
 
-        stage_train(*open_run(run)[::-1])
+        run_dir, cfg = open_run(run)
+        stage_train(cfg, run_dir, resume=resume)
     except _user_errors() as exc:
         _fail(exc)
 

@@ -223,8 +223,10 @@ def build_classifier(
 def save_checkpoint(path: Path, model: Classifier, meta: dict[str, Any]) -> None:
     """Atomically save weights + meta (plain types only, loadable with ``weights_only=True``)."""
     payload = {"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(), "meta": meta}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # A file object, not a path: torch names the archive's root folder after a path, and the temporary
+    # name would make the same weights give different bytes.
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)
 
 
 def load_checkpoint(path: Path) -> tuple[Classifier, dict[str, Any]]:
