@@ -238,9 +238,8 @@ def load_checkpoint(path: Path) -> tuple[Classifier, dict[str, Any]]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(
-            f"{path} is refused: not an edgetl checkpoint that loads with weights_only=True "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); it may be damaged or carry "
-            "code. Retrain with 'edgetl train' to rewrite it."
+            f"{path} is not a loadable edgetl checkpoint: refused by torch.load(weights_only=True) "
+            f"({type(exc).__name__}); it may be damaged or carry code. Retrain with 'edgetl train' to rewrite it."
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an edgetl checkpoint (format {CHECKPOINT_FORMAT} expected).")
