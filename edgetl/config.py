@@ -194,7 +194,10 @@ def load_build_config(path: Path, *, overrides: dict[str, Any] | None = None) ->
     if isinstance(data, dict):
         for key in ("root", "manifest"):
             if data.get(key) is not None and not Path(str(data[key])).is_absolute():
-                data[key] = str((path.parent / str(data[key])).resolve())
+                try:
+                    data[key] = str((path.parent / str(data[key])).resolve())
+                except (OSError, ValueError, RuntimeError) as exc:
+                    raise ConfigError(f"{path}: data.{key} is not a usable path ({exc}).") from exc
     for key, value in (overrides or {}).items():
         raw[key] = value
     return build_config_from_dict(raw, source=str(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,7 +223,9 @@ def build_classifier(
 
 def save_checkpoint(path: Path, model: Classifier, meta: dict[str, Any]) -> None:
     """Atomically save weights + meta (plain types only, loadable with ``weights_only=True``)."""
-    payload = {"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(), "meta": meta}
+    # Through JSON: equal metas then pickle to equal bytes, whichever objects they were built from.
+    plain = json.loads(json.dumps(meta, default=str))
+    payload = {"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(), "meta": plain}
     # A file object, not a path: torch names the archive's root folder after a path, and the temporary
     # name would make the same weights give different bytes.
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:

@@ -131,7 +131,11 @@ def near_duplicate_pairs(hashes: list[bytes], *, max_bits: int) -> list[tuple[in
     return pairs
 
 
-def _inspect(sample: Sample, min_size: int) -> tuple[str | None, dict[str, object]]:
+def inspect_image(sample: Sample, *, min_size: int) -> tuple[str | None, dict[str, object]]:
+    """Check one file: (reason it cannot be used, None) or (None, its mode, size and perceptual hash).
+
+    Sets ``sample.sha256`` when the file is usable. Never raises for a bad file.
+    """
     try:
         data = sample.path.read_bytes()
     except OSError as exc:
@@ -183,7 +187,7 @@ def check_dataset(config: DataConfig, *, threads: int = 4) -> CheckReport:
             )
         )
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        results = list(pool.map(lambda s: _inspect(s, config.min_image_size), inside))
+        results = list(pool.map(lambda s: inspect_image(s, min_size=config.min_image_size), inside))
     good: list[tuple[Sample, dict[str, object]]] = []
     for s, (reason, info) in zip(inside, results, strict=True):
         if reason:

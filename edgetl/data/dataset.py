@@ -84,8 +84,16 @@ def read_manifest(manifest: Path) -> list[Sample]:
     manifest = Path(manifest)
     if not manifest.is_file():
         raise DataError(f"manifest {manifest} does not exist; pass the path of a CSV with columns path,label.")
+    try:
+        return _parse_manifest(manifest, manifest.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{manifest} is not UTF-8 text ({exc}); save it as UTF-8 CSV.") from exc
+    except csv.Error as exc:
+        raise DataError(f"{manifest} is not a readable CSV file ({exc}); fix the line it names.") from exc
+
+
+def _parse_manifest(manifest: Path, text: str) -> list[Sample]:
     base = manifest.parent
-    text = manifest.read_text(encoding="utf-8-sig")
     reader = csv.DictReader(io.StringIO(text))
     columns = set(reader.fieldnames or [])
     if not {"path", "label"} <= columns:
@@ -98,6 +106,8 @@ def read_manifest(manifest: Path) -> list[Sample]:
         rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
         if not rel or not label:
             raise DataError(f"{manifest}:{line}: empty path or label.")
+        if "\x00" in rel:
+            raise DataError(f"{manifest}:{line}: the path contains a NUL character.")
         split = (row.get("split") or "").strip().lower()
         if split and split not in SPLITS:
             raise DataError(f"{manifest}:{line}: split {split!r} must be one of {', '.join(SPLITS)} or empty.")
