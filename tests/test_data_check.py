@@ -157,6 +157,13 @@ def test_exact_duplicates_are_errors_and_near_duplicates_warnings(tmp_path: Path
     near = [f"{f.path} {f.reason}" for f in report.findings if "near-identical" in f.reason]
     assert any("good_002.png" in text and "brighter.png" in text for text in near)
     assert all(f.severity == "warning" for f in report.findings if "near-identical" in f.reason)
+    # Once split, near-identical pairs are summed up in dataset.json.
+    (root / "crack" / "copy_other_label.png").unlink()
+    (root / "good" / "copy_same_label.png").unlink()
+    dataset = prepare_dataset(DataConfig(root=root, test_fraction=0.25, val_fraction=0.25), tmp_path / "run")
+    assert any("near-identical image pairs" in w for w in dataset.warnings)
+    shutil.copy(root / "good" / "good_000.png", root / "crack" / "copy_other_label.png")
+    shutil.copy(root / "good" / "good_001.png", root / "good" / "copy_same_label.png")
     # A manifest that puts both copies in the same split: a warning, not an error.
     manifest = tmp_path / "images" / "m.csv"
     rows = ["path,label,split"]

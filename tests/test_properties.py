@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -19,9 +20,12 @@ from edgetl.data.check import inspect_image
 from edgetl.data.dataset import DataError, Sample, read_manifest
 from edgetl.preprocess import ImageDecodeError, PreprocessSpec, decode_image, preprocess_file
 
+# Derandomized (the same examples every run) and no example database; EDGETL_HYPOTHESIS_EXAMPLES=1000 digs deeper.
 FAST = settings(
-    max_examples=int(__import__("os").environ.get("EDGETL_HYPOTHESIS_EXAMPLES", "60")),
+    max_examples=int(os.environ.get("EDGETL_HYPOTHESIS_EXAMPLES", "60")),
     deadline=None,
+    derandomize="EDGETL_HYPOTHESIS_EXAMPLES" not in os.environ,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 

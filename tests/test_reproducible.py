@@ -78,3 +78,23 @@ def test_interrupted_training_resumes_to_the_same_model(reference, monkeypatch: 
     assert not (out / "resume.pt").exists()
     again = train_model(config, dataset, out, progress=False, resume=True)  # finished: kept as it is
     assert again.meta["fingerprint"] == resumed.meta["fingerprint"] and again.history == []
+
+
+def test_cli_resume_with_a_foreign_checkpoint_is_a_clear_error(tmp_path: Path):
+    import torch
+    from typer.testing import CliRunner
+
+    from edgetl.cli import app
+    from edgetl.pipeline import init_run, stage_data
+    from edgetl.train import RESUME_FORMAT
+
+    images = make_image_folder(tmp_path / "images", per_class=6, size=32)
+    config = tiny_config(images, tmp_path / "runs")
+    run = init_run(config)
+    stage_data(config, run)
+    run.train.mkdir()
+    torch.save({"format": RESUME_FORMAT, "fingerprint": "another run"}, run.train / "resume.pt")
+    result = CliRunner().invoke(app, ["train", str(run.root), "--resume"])
+    assert result.exit_code == 2
+    assert "resume.pt was written for another config or data set" in result.output
+    assert "Traceback" not in result.output
