@@ -25,6 +25,7 @@ from edgetl.pipeline import (
     RunDir,
     init_run,
     open_run,
+    stage_bench,
     stage_calibrate,
     stage_compile,
     stage_data,
@@ -55,6 +56,7 @@ def built(tmp_path_factory: pytest.TempPathFactory):
         ("export", lambda: stage_export(config, run)),
         ("calibrate", lambda: stage_calibrate(config, run)),
         ("compile", lambda: stage_compile(config, run, resolve_profile("cpu"))),
+        ("bench", lambda: stage_bench(config, run, [resolve_profile("cpu")])),
     ):
         t0 = time.perf_counter()
         stage()
@@ -80,6 +82,9 @@ def assert_intact(run: RunDir, files: set[str]) -> None:
     load_calibration(run.calibration)
     for precision in ("fp32", "int8"):
         assert Artifact.read(run.target("cpu", precision), verify=True).precision == precision
+    for name in files:
+        if name.endswith(".json"):
+            read_json(run.root / name)
     now = {
         p.relative_to(run.root).as_posix()
         for p in run.root.rglob("*")
@@ -137,6 +142,7 @@ def _disk_full_at(monkeypatch: pytest.MonkeyPatch, call: str, k: int) -> list[in
 @pytest.mark.parametrize(
     ("stage", "call"),
     [
+        ("init", "fsync"),
         ("data", "fsync"),
         ("data", "write"),
         pytest.param("train", "fsync", marks=pytest.mark.slow),
@@ -144,6 +150,7 @@ def _disk_full_at(monkeypatch: pytest.MonkeyPatch, call: str, k: int) -> list[in
         ("calibrate", "fsync"),
         ("calibrate", "replace"),
         pytest.param("compile", "fsync", marks=pytest.mark.slow),
+        ("bench", "fsync"),
     ],
 )
 def test_full_disk_at_each_write_site_is_a_clear_error(built, monkeypatch: pytest.MonkeyPatch, stage, call):
@@ -151,11 +158,13 @@ def test_full_disk_at_each_write_site_is_a_clear_error(built, monkeypatch: pytes
     if stage == "train":
         config = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 1})})
     runs = {
+        "init": lambda: init_run(config, force=True),
         "data": lambda: stage_data(config, run),
         "train": lambda: stage_train(config, run, progress=False),
         "export": lambda: stage_export(config, run),
         "calibrate": lambda: stage_calibrate(config, run),
         "compile": lambda: stage_compile(config, run, resolve_profile("cpu")),
+        "bench": lambda: stage_bench(config, run, [resolve_profile("cpu")]),
     }
     sites = 0
     for k in range(1, 40):
