@@ -278,7 +278,18 @@ def targets() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    import errno
+    import sys
+
+    try:
+        app()
+    except OSError as exc:
+        # Writes outside edgetl's atomic helpers (temporary folders of a backend) can fill a disk too.
+        if exc.errno not in {errno.ENOSPC, errno.EDQUOT}:
+            raise
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        print(f"error: no space left on the disk{where}; free some space and run again.", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

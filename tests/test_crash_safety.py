@@ -183,3 +183,20 @@ def test_full_disk_at_each_write_site_is_a_clear_error(built, monkeypatch: pytes
         assert temp_files(run.root) == []
         assert_intact(run, files)
     assert sites >= 1, f"no write site reached in stage {stage}"
+
+
+def test_a_full_disk_outside_the_run_folder_is_a_clear_error_too(monkeypatch, capsys):
+    import sys
+
+    import edgetl.targets.profiles as profiles
+    from edgetl.cli import main
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/tmp/edgetl-ort-x/prepared.onnx")
+
+    monkeypatch.setattr(profiles, "available_profiles", full)
+    monkeypatch.setattr(sys, "argv", ["edgetl", "targets"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert "no space left on the disk while writing /tmp/edgetl-ort-x/prepared.onnx" in capsys.readouterr().err
