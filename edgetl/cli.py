@@ -40,7 +40,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from edgetl.data.elpv import ElpvNotInstalled
     from edgetl.deploy.onnx_edit import GraphEditError
     from edgetl.export import ExportError
+    from edgetl.files import DiskFullError
     from edgetl.models import WeightsError
+    from edgetl.onnx_safety import UntrustedFileError
     from edgetl.targets.base import BackendUnavailable
     from edgetl.targets.qdq_check import QdqCheckError
     from edgetl.targets.tensorrt import EngineError
@@ -57,6 +59,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
         WeightsError,
         BackendUnavailable,
         FileNotFoundError,
+        DiskFullError,
+        UntrustedFileError,
     )
 
 
@@ -93,6 +97,9 @@ def build(
     epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
     gray: Annotated[bool | None, typer.Option("--gray/--rgb", help="Fold the first conv to one channel.")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild an existing run in place.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted build: training goes on from its last epoch.")
+    ] = False,
 ) -> None:
     """Run the whole chain: data, train, export, calibrate, compile, bench, report."""
     try:
@@ -110,7 +117,7 @@ def build(
         )
         from edgetl.pipeline import build as run_build
 
-        run_build(cfg, force=force)
+        run_build(cfg, force=force, resume=resume)
     except _user_errors() as exc:
         _fail(exc)
 
@@ -149,6 +156,41 @@ def data_elpv(
         _fail(exc)
 
 
+@data_app.command("check")
+def data_check(
+    data: Annotated[Path, typer.Argument(help="ImageFolder root or CSV manifest.")],
+    out: Annotated[Path, typer.Option(help="Folder for the report (check.json, check.csv).")] = Path("edgetl-check"),
+    min_images_per_class: Annotated[int | None, typer.Option(help="Fewer images in a class is an error.")] = None,
+    min_image_size: Annotated[int | None, typer.Option(help="A shorter image side (pixels) is an error.")] = None,
+) -> None:
+    """Check every image the way 'edgetl build' does first; write a report, never touch the images."""
+    try:
+        from edgetl.config import ConfigError, DataConfig
+        from edgetl.data.check import check_dataset
+
+        key = "manifest" if data.suffix.lower() == ".csv" else "root"
+        raw: dict[str, Any] = {key: data}
+        if min_images_per_class is not None:
+            raw["min_images_per_class"] = min_images_per_class
+        if min_image_size is not None:
+            raw["min_image_size"] = min_image_size
+        try:
+            cfg = DataConfig.model_validate(raw)
+        except ValueError as exc:
+            raise ConfigError(f"invalid option: {exc}") from exc
+        report = check_dataset(cfg)
+        csv_path = report.write(out)
+        for finding in report.warnings[:20]:
+            typer.echo(f"warning: {finding.path}: {finding.reason}", err=True)
+        typer.echo(
+            f"{len(report.samples)} images checked: {len(report.errors)} errors, {len(report.warnings)} warnings; "
+            f"report {csv_path}"
+        )
+        report.raise_for_errors(report=csv_path)
+    except _user_errors() as exc:
+        _fail(exc)
+
+
 @data_app.command("split")
 def data_split(run: RunArg) -> None:
     """Check every image and write run/data/split.csv and dataset.json."""
@@ -163,12 +205,16 @@ def data_split(run: RunArg) -> None:
 
 
 @app.command()
-def train(run: RunArg) -> None:
+def train(
+    run: RunArg,
+    resume: Annotated[bool, typer.Option(help="Continue from the last finished epoch (train/resume.pt).")] = False,
+) -> None:
     """Fine-tune the backbone of a run."""
     try:
         from edgetl.pipeline import open_run, stage_train
 
-        stage_train(*open_run(run)[::-1])
+        run_dir, cfg = open_run(run)
+        stage_train(cfg, run_dir, resume=resume)
     except _user_errors() as exc:
         _fail(exc)
 
@@ -319,7 +365,18 @@ def targets() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    import errno
+    import sys
+
+    try:
+        app()
+    except OSError as exc:
+        # Writes outside edgetl's atomic helpers (temporary folders of a backend) can fill a disk too.
+        if exc.errno not in {errno.ENOSPC, errno.EDQUOT}:
+            raise
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        print(f"error: no space left on the disk{where}; free some space and run again.", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

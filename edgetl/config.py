@@ -28,6 +28,10 @@ class DataConfig(StrictModel):
     seed: int = Field(0, description="Seed of the split.")
     min_images_per_class: int = Field(4, ge=1, description="Classes with fewer images are an error.")
     imbalance_warning_ratio: float = Field(3.0, ge=1, description="Warn when largest/smallest class exceeds this.")
+    min_image_size: int = Field(16, ge=1, description="Images with a side shorter than this (pixels) are an error.")
+    near_duplicate_bits: int = Field(
+        4, ge=0, le=64, description="Warn about image pairs whose 256-bit perceptual hashes differ in at most this."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -196,7 +200,10 @@ def load_build_config(path: Path, *, overrides: dict[str, Any] | None = None) ->
     if isinstance(data, dict):
         for key in ("root", "manifest"):
             if data.get(key) is not None and not Path(str(data[key])).is_absolute():
-                data[key] = str((path.parent / str(data[key])).resolve())
+                try:
+                    data[key] = str((path.parent / str(data[key])).resolve())
+                except (OSError, ValueError, RuntimeError) as exc:
+                    raise ConfigError(f"{path}: data.{key} is not a usable path ({exc}).") from exc
     for key, value in (overrides or {}).items():
         raw[key] = value
     return build_config_from_dict(raw, source=str(path))

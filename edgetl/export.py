@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from edgetl.files import atomic_path, sha256_file, write_json_atomic
+from edgetl.onnx_safety import check_onnx_file
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -97,7 +98,7 @@ def onnx_metadata(path: Path) -> dict[str, str]:
     """The metadata_props of an ONNX file."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    proto = onnx.load(str(check_onnx_file(path)), load_external_data=False)
     return {p.key: p.value for p in proto.metadata_props}
 
 
@@ -115,7 +116,7 @@ def parity_check(
     """
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(check_onnx_file(onnx_path)), providers=["CPUExecutionProvider"])
     model.eval()
     diffs, agree = [], []
     worst: tuple[float, str] = (0.0, "")
@@ -157,27 +158,26 @@ def export_run(
 ) -> dict[str, Any]:
     """Export into out_dir/model.onnx and write out_dir/parity.json; raise when parity fails."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    staged = out_dir / ".model.onnx.candidate"
-    onnx_from_checkpoint(
-        model,
-        meta,
-        staged,
-        opset=opset,
-        dynamic_batch=dynamic_batch,
-        slim=slim,
-        checkpoint_sha256=checkpoint_sha256,
-    )
-    report = parity_check(model, staged, parity_inputs, atol=atol, names=names)
-    report["opset"] = opset
-    report["dynamic_batch"] = dynamic_batch
-    if not report["passed"]:
-        staged.unlink(missing_ok=True)
-        write_json_atomic(out_dir / "parity.failed.json", report)
-        raise ExportError(
-            f"ONNX and PyTorch disagree on {report['worst_image']}: max |logit diff| {report['max_abs_diff']:.2e} "
-            f"(limit {atol:.0e}), top-1 agreement {report['top1_agreement']:.3f}. The previous model.onnx is kept; "
-            f"details in {out_dir / 'parity.failed.json'}. Try another opset (export.opset) or slim: false."
+    with atomic_path(out_dir / "model.onnx") as staged:
+        onnx_from_checkpoint(
+            model,
+            meta,
+            staged,
+            opset=opset,
+            dynamic_batch=dynamic_batch,
+            slim=slim,
+            checkpoint_sha256=checkpoint_sha256,
         )
-    staged.replace(out_dir / "model.onnx")
+        report = parity_check(model, staged, parity_inputs, atol=atol, names=names)
+        report["opset"] = opset
+        report["dynamic_batch"] = dynamic_batch
+        if not report["passed"]:
+            write_json_atomic(out_dir / "parity.failed.json", report)
+            raise ExportError(
+                f"ONNX and PyTorch disagree on {report['worst_image']}: max |logit diff| "
+                f"{report['max_abs_diff']:.2e} (limit {atol:.0e}), top-1 agreement {report['top1_agreement']:.3f}. "
+                f"The previous model.onnx is kept; details in {out_dir / 'parity.failed.json'}. Try another opset "
+                "(export.opset) or slim: false."
+            )
     write_json_atomic(out_dir / "parity.json", report)
     return report

@@ -1,18 +1,34 @@
-"""Atomic writes and content hashes: a killed run never leaves a half-written artifact."""
+"""Atomic writes and content hashes: a killed run never leaves a half-written artifact.
+
+Every artifact is written to a temporary name beside its target (``.<name>.<pid>.<random>.tmp``), fsynced and
+renamed over the target. A full disk becomes :class:`DiskFullError` naming the file; a process killed mid-write
+leaves only such temporary names, which :func:`remove_stale_temps` removes (the next command on a run does).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 _CHUNK = 1 << 20
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+_OLD_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.old$")
+
+
+class DiskFullError(OSError):
+    """The disk (or quota) filled up while writing an artifact; the previous version is kept."""
 
 
 def sha256_file(path: Path) -> str:
@@ -29,6 +45,40 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def is_inside(path: Path, root: Path) -> bool:
+    """True when ``path`` (symlinks resolved) lies inside ``root`` (symlinks resolved)."""
+    try:
+        Path(path).resolve().relative_to(Path(root).resolve())
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in _DISK_FULL:
+            return True
+        if "No space left on device" in str(seen) or "Disk quota exceeded" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _disk_full(target: Path, exc: BaseException) -> DiskFullError:
+    try:
+        free = f"{shutil.disk_usage(target.parent).free / 1e6:.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(
+        errno.ENOSPC,
+        f"no space left on the disk while writing {target} ({free} in {target.parent}). Free some space, or set "
+        f"runs_dir to another disk, and run again; the previous {target.name} (if any) is unchanged",
+    )
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
@@ -38,32 +88,66 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.{os.getpid()}."
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically.
 
     The caller writes the temporary file (by any library); it is fsynced and renamed over the target
     only when the block exits without an exception, and removed otherwise.
+
+    Raises:
+        DiskFullError: the disk filled up; ``target`` is unchanged and the temporary file removed.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        tmp.chmod(0o666 & ~_umask())  # mkstemp's 0600 would make artifacts unreadable to other users
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        _fsync_file(tmp)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
+    except Exception as exc:
+        if _is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise _disk_full(target, exc) from exc
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 def write_bytes_atomic(target: Path, data: bytes) -> None:
     """Write ``data`` to ``target`` atomically."""
     with atomic_path(target) as tmp:
-        tmp.write_bytes(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
 
 
 def write_text_atomic(target: Path, text: str) -> None:
@@ -82,31 +166,100 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); re-run the stage that writes it.") from exc
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2); False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in {errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP}:
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 @contextlib.contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``target``; on success it replaces ``target``.
 
-    An existing ``target`` survives until the new folder is complete, so a killed run leaves either the
-    old folder or the new one.
+    An existing ``target`` survives until the new folder is complete and the two are swapped in one step
+    (on Linux), so a killed run leaves either the old folder or the new one.
+
+    Raises:
+        DiskFullError: the disk filled up; ``target`` is unchanged and the temporary folder removed.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent))
+        tmp.chmod(0o777 & ~_umask())
         yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                _fsync_file(file)
         _fsync_dir(tmp)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
+        if not target.exists():
+            os.replace(tmp, target)
+        elif not _exchange(tmp, target):
+            # Without an atomic swap: move the old folder aside under a name remove_stale_temps restores.
+            old = target.with_name(f".{target.name}.{os.getpid()}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(target, old)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
         _fsync_dir(target.parent)
+    except Exception as exc:
+        if _is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise _disk_full(target, exc) from exc
+        raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Remove temporary files and folders left below ``root`` by killed writers; returns what was removed.
+
+    Names of live processes are left alone. An old folder moved aside by an interrupted :func:`atomic_dir`
+    is put back when its replacement never arrived.
+    """
+    root = Path(root)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for path in sorted(root.rglob(".*"), key=lambda p: len(p.parts), reverse=True):
+        temp, old = _TEMP_RE.match(path.name), _OLD_RE.match(path.name)
+        match = temp or old
+        if match is None or _pid_alive(int(match["pid"])) or not path.exists():
+            continue
+        if old is not None and not (path.parent / old["name"]).exists():
+            os.replace(path, path.parent / old["name"])
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,7 +199,14 @@ def build_classifier(
         raise ValueError(f"unknown arch {arch!r}; pick one of {', '.join(ARCHS)}")
     base = _torchvision_model(arch)
     if weights_file is not None:
-        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise WeightsError(
+                f"{weights_file} is refused: it is not a plain tensor file that loads with weights_only=True "
+                f"({type(exc).__name__}); it may carry code. Use torchvision's weight file or a state_dict saved "
+                "with torch.save(model.state_dict(), path)."
+            ) from exc
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         missing, unexpected = base.load_state_dict(state, strict=False)
@@ -215,9 +223,13 @@ def build_classifier(
 
 def save_checkpoint(path: Path, model: Classifier, meta: dict[str, Any]) -> None:
     """Atomically save weights + meta (plain types only, loadable with ``weights_only=True``)."""
-    payload = {"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(), "meta": meta}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Through JSON: equal metas then pickle to equal bytes, whichever objects they were built from.
+    plain = json.loads(json.dumps(meta, default=str))
+    payload = {"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(), "meta": plain}
+    # A file object, not a path: torch names the archive's root folder after a path, and the temporary
+    # name would make the same weights give different bytes.
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)
 
 
 def load_checkpoint(path: Path) -> tuple[Classifier, dict[str, Any]]:
@@ -228,7 +240,10 @@ def load_checkpoint(path: Path) -> tuple[Classifier, dict[str, Any]]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path} is not a loadable edgetl checkpoint ({exc}); retrain to rewrite it.") from exc
+        raise ValueError(
+            f"{path} is not a loadable edgetl checkpoint: refused by torch.load(weights_only=True) "
+            f"({type(exc).__name__}); it may be damaged or carry code. Retrain with 'edgetl train' to rewrite it."
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an edgetl checkpoint (format {CHECKPOINT_FORMAT} expected).")
     meta = payload["meta"]

@@ -13,7 +13,7 @@ import numpy as np
 
 from edgetl.config import BuildConfig, ConfigError, dump_config, load_build_config
 from edgetl.data.dataset import Dataset, load_split, prepare_dataset
-from edgetl.files import atomic_dir, read_json, sha256_file, write_text_atomic
+from edgetl.files import atomic_dir, read_json, remove_stale_temps, sha256_file, write_text_atomic
 from edgetl.targets.profiles import TargetProfile, resolve_profile
 
 
@@ -63,6 +63,7 @@ def init_run(config: BuildConfig, *, force: bool = False) -> RunDir:
     for name in config.targets:
         resolve_profile(name)
     run.root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(run.root)
     write_text_atomic(run.config, dump_config(config))
     return run
 
@@ -72,6 +73,7 @@ def open_run(run_dir: Path) -> tuple[RunDir, BuildConfig]:
     run = RunDir(Path(run_dir))
     if not run.config.is_file():
         raise ConfigError(f"{run.config} is missing; create the run with 'edgetl build' or 'edgetl init'.")
+    remove_stale_temps(run.root)
     return run, load_build_config(run.config)
 
 
@@ -80,11 +82,11 @@ def stage_data(config: BuildConfig, run: RunDir) -> Dataset:
     return prepare_dataset(config.data, run.data)
 
 
-def stage_train(config: BuildConfig, run: RunDir, *, progress: bool = True) -> dict[str, Any]:
-    """Fine-tune; returns the checkpoint meta."""
+def stage_train(config: BuildConfig, run: RunDir, *, progress: bool = True, resume: bool = False) -> dict[str, Any]:
+    """Fine-tune (with ``resume``: continue from run/train/resume.pt); returns the checkpoint meta."""
     from edgetl.train import train_model
 
-    result = train_model(config, load_split(run.data), run.train, progress=progress)
+    result = train_model(config, load_split(run.data), run.train, progress=progress, resume=resume)
     return result.meta
 
 
@@ -259,7 +261,9 @@ def stage_bench(
             **{k: meta[k] for k in ("arch", "strategy", "trained_from_block", "best_epoch", "val_metrics")},
             "classes": meta["classes"],
             "preprocess": meta["preprocess"],
-            "timings": meta.get("timings", {}),
+            "timings": read_json(run.train / "meta.json").get("timings", {})
+            if (run.train / "meta.json").is_file()
+            else {},
             "test_metrics": reference_metrics,
             "parity": read_json(run.export / "parity.json") if (run.export / "parity.json").is_file() else {},
         },
@@ -361,12 +365,16 @@ def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> di
     )
 
 
-def build(config: BuildConfig, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run every stage for every target; returns the report (also in runs/<name>/report.json)."""
+def build(config: BuildConfig, *, force: bool = False, progress: bool = True, resume: bool = False) -> dict[str, Any]:
+    """Run every stage for every target; returns the report (also in runs/<name>/report.json).
+
+    ``resume`` continues an interrupted build in its existing run folder: training goes on from its last
+    finished epoch (or is kept when it had finished), the other stages run again.
+    """
     from edgetl.report import print_report
 
     profiles = [resolve_profile(name) for name in config.targets]
-    run = init_run(config, force=force)
+    run = init_run(config, force=force or resume)
     timings: dict[str, float] = {}
 
     def timed(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -380,7 +388,7 @@ def build(config: BuildConfig, *, force: bool = False, progress: bool = True) ->
     dataset = timed("data", stage_data, config, run)
     for warning in dataset.warnings:
         _log(f"[yellow]warning:[/yellow] {warning}")
-    timed("train", stage_train, config, run, progress=progress)
+    timed("train", stage_train, config, run, progress=progress, resume=resume)
     timed("export", stage_export, config, run)
     if any("int8" in p.precisions for p in profiles):
         timed("calibrate", stage_calibrate, config, run)

@@ -4,7 +4,9 @@ Decode rule (the same in training, bench and the deployed numpy code):
 
 1. EXIF orientation is applied (``ImageOps.exif_transpose``).
 2. 16-bit grey (``I;16*`` or ``I`` within 0..65535) is scaled linearly to 8 bits (``round(v / 257)``),
-   never clipped; wider ranges are rejected.
+   never clipped; negative values, wider ranges and floating-point images are rejected. 16-bit RGB is read
+   by Pillow as 8-bit RGB keeping the high byte (``v >> 8``), also a linear scale. Images with more pixels
+   than Pillow's ``Image.MAX_IMAGE_PIXELS`` are refused (decompression bombs); that limit is never lifted.
 3. Alpha is dropped; palette, CMYK and YCbCr images are converted to RGB by Pillow.
 4. A one-channel model gets ITU-R 601 luma of colour images; a three-channel model gets grey replicated.
 5. The image is resized to ``input_size`` x ``input_size`` with Pillow's bilinear filter (aspect not kept:
@@ -30,7 +32,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 GRAY_MEAN = (round(sum(IMAGENET_MEAN) / 3, 4),)
 GRAY_STD = (round(sum(IMAGENET_STD) / 3, 4),)
 
-_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I"}
 
 
 class ImageDecodeError(ValueError):
@@ -79,9 +81,20 @@ def _canonical(image: Image.Image) -> Image.Image:
         raise ImageDecodeError("floating-point images are not supported; save them as 8 or 16-bit PNG/TIFF")
     if mode in {"RGBA", "RGBX"}:
         return image.convert("RGB")
-    if mode in {"P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "I;16S"}:
+    if mode in {"P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}:
         return image.convert("RGBA" if mode in {"P", "PA"} else "RGB").convert("RGB")
     raise ImageDecodeError(f"unsupported image mode {mode}; save it as 8-bit grey or RGB")
+
+
+def _refuse_bomb(image: Image.Image) -> None:
+    # Pillow only warns between MAX_IMAGE_PIXELS and twice that; edgetl refuses the whole range.
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = image.size
+    if limit and width * height > limit:
+        raise ImageDecodeError(
+            f"decompression bomb refused: {width}x{height} pixels is over Pillow's limit of {limit} "
+            "(Image.MAX_IMAGE_PIXELS); downscale or crop the image"
+        )
 
 
 def decode_image(path: Path) -> Image.Image:
@@ -92,13 +105,14 @@ def decode_image(path: Path) -> Image.Image:
     """
     try:
         with Image.open(path) as opened:
+            _refuse_bomb(opened)
             oriented = ImageOps.exif_transpose(opened)
             oriented.load()
             return _canonical(oriented)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"decompression bomb refused ({exc})") from exc
+        raise ImageDecodeError(f"decompression bomb refused ({exc}); downscale or crop the image") from exc
     except FileNotFoundError as exc:
         raise ImageDecodeError("file not found") from exc
     except (OSError, SyntaxError, ValueError) as exc:

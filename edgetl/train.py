@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import json
 import math
 import os
 import tempfile
@@ -20,15 +21,21 @@ import torch
 from torch import nn
 
 from edgetl.augment import augment_batch
-from edgetl.config import BuildConfig, TrainConfig
+from edgetl.config import BuildConfig, ConfigError, TrainConfig
 from edgetl.data.dataset import Dataset, Sample
-from edgetl.files import write_json_atomic, write_text_atomic
+from edgetl.files import atomic_path, read_json, sha256_bytes, write_json_atomic, write_text_atomic
 from edgetl.models import ARCHS, Classifier, build_classifier, resolve_weights, save_checkpoint
 from edgetl.preprocess import PreprocessSpec, decode_image, normalize, resized_uint8, torch_normalize
-from edgetl.versions import library_versions
+from edgetl.versions import host_info, library_versions
 
 # Below this many training images a new head on frozen features is the safer choice.
 AUTO_LINEAR_BELOW = 150
+RESUME_FILE = "resume.pt"
+RESUME_FORMAT = "edgetl-resume-v1"
+
+
+class ResumeError(ConfigError):
+    """A resume checkpoint that does not belong to this run's config and data."""
 
 
 @dataclass
@@ -162,11 +169,57 @@ def _to_input(x: np.ndarray | torch.Tensor, start: int) -> torch.Tensor:
     return tensor.contiguous(memory_format=torch.channels_last) if tensor.ndim == 4 and start > 0 else tensor
 
 
-def train_model(config: BuildConfig, dataset: Dataset, out_dir: Path, *, progress: bool = True) -> TrainResult:
+def training_fingerprint(config: BuildConfig, dataset: Dataset) -> str:
+    """sha256 of what decides the trained weights: data, model and train config, and the dataset hash."""
+    parts = {k: config.model_dump(mode="json")[k] for k in ("data", "model", "train")}
+    parts["dataset_hash"] = dataset.info.get("hash")
+    return sha256_bytes(json.dumps(parts, sort_keys=True, default=str).encode("utf-8"))
+
+
+def _save_resume(path: Path, state: dict[str, Any]) -> None:
+    """Write the end-of-epoch state atomically (plain types and tensors: loads with weights_only=True)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save({"format": RESUME_FORMAT, **state}, handle)
+
+
+def _load_resume(path: Path, fingerprint: str) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ResumeError(
+            f"{path} is refused: not a resume checkpoint that loads with weights_only=True ({type(exc).__name__}); "
+            "delete it and train without --resume."
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise ResumeError(f"{path} is not an edgetl resume checkpoint; delete it and train without --resume.")
+    if state.get("fingerprint") != fingerprint:
+        raise ResumeError(
+            f"{path} was written for another config or data set (data, model or train changed since); "
+            "train without --resume, or restore the config it was made with."
+        )
+    return state
+
+
+def train_model(
+    config: BuildConfig, dataset: Dataset, out_dir: Path, *, progress: bool = True, resume: bool = False
+) -> TrainResult:
     """Fine-tune the configured backbone on the train split, select on val, write out_dir/*.
 
-    Writes ``model.pt`` (weights + meta), ``meta.json``, ``history.csv`` and ``curves.png``.
+    Writes ``model.pt`` (weights + meta), ``meta.json``, ``history.csv`` and ``curves.png``; after every epoch
+    ``resume.pt`` (model, optimiser, scheduler and random states), removed once training is done. With
+    ``resume`` an interrupted run continues after its last finished epoch and ends as the uninterrupted run
+    would (same seed, same machine); a finished run with the same fingerprint is returned as it is.
+
+    Raises:
+        ResumeError: ``resume.pt`` belongs to another config or data set.
     """
+    fingerprint = training_fingerprint(config, dataset)
+    resume_path = out_dir / RESUME_FILE
+    if resume and not resume_path.is_file() and (out_dir / "model.pt").is_file() and (out_dir / "meta.json").is_file():
+        finished = read_json(out_dir / "meta.json")
+        if finished.get("fingerprint") == fingerprint:
+            return TrainResult(out_dir / "model.pt", finished, [])
+    saved = _load_resume(resume_path, fingerprint) if resume and resume_path.is_file() else None
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     tc, mc = config.train, config.model
@@ -267,10 +320,26 @@ def train_model(config: BuildConfig, dataset: Dataset, out_dir: Path, *, progres
         history: list[dict[str, float]] = []
         best: tuple[float, float] = (-1.0, -math.inf)
         best_state: dict[str, torch.Tensor] = {}
-        best_epoch, stale = 0, 0
-        task = bar.add_task(f"training ({strategy}, blocks {start}-{len(model.blocks) - 1} + head)", total=tc.epochs)
+        best_epoch, stale, first_epoch = 0, 0, 1
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            rng.bit_generator.state = saved["numpy_rng"]
+            torch.set_rng_state(saved["torch_rng"])
+            history, best, best_state = list(saved["history"]), tuple(saved["best"]), saved["best_state"]
+            best_epoch, stale, first_epoch = saved["best_epoch"], saved["stale"], saved["epoch"] + 1
+            if progress:
+                bar.console.print(f"resuming after epoch {saved['epoch']} from {resume_path}")
+        task = bar.add_task(
+            f"training ({strategy}, blocks {start}-{len(model.blocks) - 1} + head)",
+            total=tc.epochs,
+            completed=first_epoch - 1,
+        )
         t_train = time.perf_counter()
-        for epoch in range(1, tc.epochs + 1):
+        for epoch in range(first_epoch, tc.epochs + 1):
+            if stale >= tc.patience:
+                break
             t0 = time.perf_counter()
             model.train()
             for block in model.blocks[:start]:
@@ -311,6 +380,23 @@ def train_model(config: BuildConfig, dataset: Dataset, out_dir: Path, *, progres
                     f"epoch {epoch}/{tc.epochs}: train loss {row['train_loss']:.4f}, val acc {val['accuracy']:.4f}, "
                     f"val bacc {val['balanced_accuracy']:.4f} ({row['seconds']:.1f} s)"
                 )
+            _save_resume(
+                resume_path,
+                {
+                    "fingerprint": fingerprint,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "numpy_rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "best": best,
+                    "best_state": best_state,
+                    "best_epoch": best_epoch,
+                    "stale": stale,
+                },
+            )
             if stale >= tc.patience:
                 break
         timings["train_s"] = time.perf_counter() - t_train
@@ -331,14 +417,19 @@ def train_model(config: BuildConfig, dataset: Dataset, out_dir: Path, *, progres
         "val_metrics": {k: best_row[k] for k in ("val_accuracy", "val_balanced_accuracy", "val_loss")},
         "pretrained_weights_sha256": weights_sha,
         "dataset_hash": dataset.info.get("hash"),
+        "seeds": {"data": config.data.seed, "train": tc.seed},
+        "fingerprint": fingerprint,
         "config": config.model_dump(mode="json"),
         "versions": library_versions(),
-        "timings": timings,
+        "host": host_info(),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Timings stay out of the checkpoint, so the same seed and data give a byte-identical model.pt.
     save_checkpoint(out_dir / "model.pt", model, meta)
+    meta["timings"] = timings
     write_json_atomic(out_dir / "meta.json", meta)
     _write_history(out_dir, history)
+    resume_path.unlink(missing_ok=True)
     return TrainResult(out_dir / "model.pt", meta, history)
 
 
@@ -365,8 +456,6 @@ def _write_history(out_dir: Path, history: list[dict[str, float]]) -> None:
     ax_acc.set(title="accuracy", xlabel="epoch")
     ax_acc.legend()
     fig.tight_layout()
-    from edgetl.files import atomic_path
-
     with atomic_path(out_dir / "curves.png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)

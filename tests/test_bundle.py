@@ -31,10 +31,10 @@ def test_bundle_is_complete(trt_run):
     assert set(manifest["models"]) == {"fp32", "fp16", "int8"}
     assert (folder / "labels.txt").read_text().split() == ["crack", "good"]
     assert json.loads((folder / "preprocess.json").read_text())["input_size"] == 32
-    inputs = np.load(folder / manifest["parity"]["inputs"])
+    inputs = np.load(folder / manifest["parity"]["inputs"], allow_pickle=False)
     assert inputs.shape[1:] == (1, 32, 32) and len(inputs) == len(manifest["parity"]["names"]) > 0
     for precision, path in manifest["parity"]["references"].items():
-        assert np.load(folder / path).shape == (len(inputs), 2), precision
+        assert np.load(folder / path, allow_pickle=False).shape == (len(inputs), 2), precision
     provenance = manifest["provenance"]
     assert provenance["checkpoint_sha256"] == sha256_file(run.train / "model.pt")
     assert provenance["dataset_sha256"] and provenance["versions"]["onnxruntime"]
@@ -80,7 +80,7 @@ def test_missing_file_and_escaping_path_are_refused(bundle: Path):
 def test_parity_drift_fails_loudly(bundle: Path):
     manifest = json.loads((bundle / "manifest.json").read_text())
     reference = bundle / manifest["parity"]["references"]["fp32"]
-    logits = np.load(reference)
+    logits = np.load(reference, allow_pickle=False)
     np.save(reference, logits[:, ::-1].copy())  # swap classes: every top-1 flips
     manifest["files"][manifest["parity"]["references"]["fp32"]] = sha256_file(reference)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
@@ -137,3 +137,11 @@ def test_bundle_stage_command(trt_run):
     assert read_manifest(run.root / "bundle" / "jetson-orin-nano")["kind"] == "edgetl-bundle"
     wrong = CliRunner().invoke(app, ["bundle", str(run.root), "--target", "cpu"])
     assert wrong.exit_code == 2 and "TensorRT" in wrong.output
+
+
+def test_bundle_files_are_readable_by_other_users(trt_run):
+    """Bundles are copied to devices and mounted into containers: no owner-only temp-file modes."""
+    _, run, _ = trt_run
+    folder = run.root / "bundle" / "jetson-orin-nano"
+    for path in [folder, *folder.rglob("*")]:
+        assert path.stat().st_mode & 0o004, path

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import numpy as np
 
 from edgetl.config import DataConfig
 from edgetl.files import sha256_bytes, write_json_atomic, write_text_atomic
-from edgetl.preprocess import ImageDecodeError, decode_image
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 SPLITS = ("train", "val", "test")
@@ -54,8 +52,8 @@ class Dataset:
         return self.classes.index(sample.label)
 
 
-def read_image_folder(root: Path) -> list[Sample]:
-    """root/<class>/<files>; nested folders below a class are included."""
+def list_image_folder(root: Path) -> tuple[list[Sample], list[Path]]:
+    """root/<class>/<files> (nested folders below a class included): (samples, class folders with no image)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist; pass --data with an ImageFolder root (root/<class>/*).")
@@ -69,6 +67,12 @@ def read_image_folder(root: Path) -> list[Sample]:
         if not files:
             empty.append(class_dir)
         samples.extend(Sample(path=f, label=class_dir.name) for f in files)
+    return samples, empty
+
+
+def read_image_folder(root: Path) -> list[Sample]:
+    """root/<class>/<files>; nested folders below a class are included; an empty class folder is an error."""
+    samples, empty = list_image_folder(root)
     if empty:
         names = ", ".join(str(p) for p in empty)
         raise DataError(f"class folders with no images: {names}; add images or remove the folders.")
@@ -80,8 +84,16 @@ def read_manifest(manifest: Path) -> list[Sample]:
     manifest = Path(manifest)
     if not manifest.is_file():
         raise DataError(f"manifest {manifest} does not exist; pass the path of a CSV with columns path,label.")
+    try:
+        return _parse_manifest(manifest, manifest.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{manifest} is not UTF-8 text ({exc}); save it as UTF-8 CSV.") from exc
+    except csv.Error as exc:
+        raise DataError(f"{manifest} is not a readable CSV file ({exc}); fix the line it names.") from exc
+
+
+def _parse_manifest(manifest: Path, text: str) -> list[Sample]:
     base = manifest.parent
-    text = manifest.read_text(encoding="utf-8-sig")
     reader = csv.DictReader(io.StringIO(text))
     columns = set(reader.fieldnames or [])
     if not {"path", "label"} <= columns:
@@ -94,6 +106,8 @@ def read_manifest(manifest: Path) -> list[Sample]:
         rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
         if not rel or not label:
             raise DataError(f"{manifest}:{line}: empty path or label.")
+        if "\x00" in rel:
+            raise DataError(f"{manifest}:{line}: the path contains a NUL character.")
         split = (row.get("split") or "").strip().lower()
         if split and split not in SPLITS:
             raise DataError(f"{manifest}:{line}: split {split!r} must be one of {', '.join(SPLITS)} or empty.")
@@ -110,31 +124,6 @@ def read_manifest(manifest: Path) -> list[Sample]:
     if not samples:
         raise DataError(f"{manifest} lists no images.")
     return samples
-
-
-def _check_one(sample: Sample) -> tuple[str | None, dict[str, object]]:
-    try:
-        data = sample.path.read_bytes()
-    except OSError as exc:
-        return f"cannot read: {exc.strerror or exc}", {}
-    if not data:
-        return "empty file (0 bytes)", {}
-    try:
-        image = decode_image(sample.path)
-    except ImageDecodeError as exc:
-        return str(exc), {}
-    sample.sha256 = sha256_bytes(data)
-    return None, {"mode": image.mode, "size": image.size}
-
-
-def check_images(samples: list[Sample], *, threads: int = 4) -> tuple[list[tuple[Sample, str]], dict[str, object]]:
-    """Decode every file; return (bad samples with reasons, summary of modes and sizes)."""
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        results = list(pool.map(_check_one, samples))
-    bad = [(s, reason) for s, (reason, _) in zip(samples, results, strict=True) if reason]
-    modes = Counter(str(info["mode"]) for _, info in results if info)
-    sizes = Counter("x".join(map(str, info["size"])) for _, info in results if info)  # type: ignore[call-overload]
-    return bad, {"modes": dict(modes), "sizes": dict(sizes.most_common(5)), "distinct_sizes": len(sizes)}
 
 
 def _assign_splits(samples: list[Sample], config: DataConfig) -> None:
@@ -179,28 +168,17 @@ def dataset_hash(samples: list[Sample]) -> str:
 def prepare_dataset(config: DataConfig, out_dir: Path) -> Dataset:
     """Read, check, split and describe the data; write out_dir/split.csv and dataset.json.
 
+    Runs :func:`edgetl.data.check.check_dataset` first and writes its report (check.json, check.csv).
+
     Raises:
-        DataError: unreadable images (all listed with reasons), too few images per class, a single class.
+        DataError: every problem the check found (unreadable images, too few images per class, a single class...).
     """
-    source = config.manifest if config.manifest is not None else config.root
-    assert source is not None
-    samples = read_manifest(source) if config.manifest is not None else read_image_folder(source)
-    root = source.parent if config.manifest is not None else Path(source)
-    bad, summary = check_images(samples)
-    if bad:
-        listing = "\n".join(f"  {s.path}: {reason}" for s, reason in bad[:50])
-        more = f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else ""
-        raise DataError(
-            f"{len(bad)} of {len(samples)} images cannot be used:\n{listing}{more}\n"
-            "Fix or remove these files (edgetl never modifies them), then run again."
-        )
+    from edgetl.data.check import check_report_or_raise, cross_split_near_duplicates
+
+    report = check_report_or_raise(config, out_dir)
+    source, root, samples = report.source, report.root, report.samples
     counts = Counter(s.label for s in samples)
     classes = sorted(counts)
-    if len(classes) < 2:
-        raise DataError(f"{source} has a single class ({classes[0]}); a classifier needs at least two.")
-    small = {c: n for c, n in counts.items() if n < config.min_images_per_class}
-    if small:
-        raise DataError(f"classes below data.min_images_per_class={config.min_images_per_class}: {small}; add images.")
     given = [s.split for s in samples]
     if all(given):
         missing = [name for name in SPLITS if name not in given]
@@ -216,12 +194,13 @@ def prepare_dataset(config: DataConfig, out_dir: Path) -> Dataset:
     ratio = max(counts.values()) / min(counts.values())
     if ratio > config.imbalance_warning_ratio:
         warnings.append(f"class imbalance: largest/smallest = {ratio:.1f} ({dict(counts)})")
-    by_hash: dict[str, set[str]] = {}
-    for s in samples:
-        by_hash.setdefault(s.sha256, set()).add(s.split)
-    leaks = sum(1 for splits in by_hash.values() if len(splits) > 1)
-    if leaks:
-        warnings.append(f"{leaks} identical images appear in more than one split")
+    near = [f for f in report.warnings if f.reason.startswith("near-identical")]
+    if near:
+        straddling = cross_split_near_duplicates(report, samples, max_bits=config.near_duplicate_bits)
+        warnings.append(
+            f"{len(near)} near-identical image pairs, {straddling} of them across splits "
+            f"(listed in {out_dir / 'check.csv'}); a group column keeps such images in one split"
+        )
     dataset = Dataset(samples=samples, classes=classes, root=root, warnings=warnings)
     dataset.info = {
         "source": str(source),
@@ -233,7 +212,8 @@ def prepare_dataset(config: DataConfig, out_dir: Path) -> Dataset:
             for split in SPLITS
         },
         "slices": dict(Counter(s.slice for s in samples if s.slice)),
-        "images": summary,
+        "images": report.summary,
+        "check": {"errors": 0, "warnings": len(report.warnings), "report": "check.csv"},
         "hash": dataset_hash(samples),
         "seed": config.seed,
         "warnings": warnings,

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.files import atomic_path
+from edgetl.onnx_safety import check_onnx_file
 
 
 class GraphEditError(ValueError):
@@ -23,7 +24,7 @@ def fold_input_scale(onnx_in: Path, onnx_out: Path, scale: list[float]) -> None:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(onnx_in))
+    model = onnx.load(str(check_onnx_file(onnx_in)))
     graph = model.graph
     input_name = graph.input[0].name
     readers = [n for n in graph.node if input_name in n.input]
@@ -57,7 +58,7 @@ def append_softmax(onnx_in: Path, onnx_out: Path, *, output_name: str = "probs")
     import onnx
     from onnx import helper
 
-    model = onnx.load(str(onnx_in))
+    model = onnx.load(str(check_onnx_file(onnx_in)))
     graph = model.graph
     logits = graph.output[0]
     graph.node.append(helper.make_node("Softmax", [logits.name], [output_name], name="edgetl_softmax", axis=1))

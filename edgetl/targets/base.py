@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from edgetl.calibration import CalibrationSet
 from edgetl.config import StrictModel
@@ -66,7 +66,13 @@ class Artifact(StrictModel):
         path = Path(folder) / ARTIFACT_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing; compile the target again ('edgetl compile').")
-        artifact = cls.model_validate(read_json(path))
+        try:
+            artifact = cls.model_validate(read_json(path))
+        except ValidationError as exc:
+            fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'top level'}: {e['msg']}" for e in exc.errors()[:5])
+            raise ValueError(
+                f"{path} is not a valid artifact record ({fields}); recompile with 'edgetl compile'."
+            ) from exc
         artifact.folder = Path(folder)
         if verify:
             for name, digest in artifact.files.items():

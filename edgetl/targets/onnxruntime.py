@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from edgetl.calibration import CalibrationSet
+from edgetl.onnx_safety import check_onnx_file
 from edgetl.targets.base import Artifact, Runner, Target, block_index
 from edgetl.targets.profiles import Precision, TargetProfile
 
@@ -59,7 +60,7 @@ def quantize_qdq(
     }
     with tempfile.TemporaryDirectory(prefix="edgetl-ort-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(onnx_in), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(check_onnx_file(onnx_in)), str(prepared), skip_symbolic_shape=True)
         excluded = [
             n.name
             for n in onnx.load(str(prepared), load_external_data=False).graph.node
@@ -117,7 +118,7 @@ class OnnxRuntimeRunner(Runner):
             if optimization == "all"
             else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         )
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(check_onnx_file(path)), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -143,6 +144,7 @@ class OnnxRuntimeTarget(Target):
         fp32_blocks: int | None = None,
     ) -> Artifact:
         self.require()
+        check_onnx_file(onnx)
         details: dict[str, Any] = {}
         if precision == "fp32":
             shutil.copyfile(onnx, out / MODEL_FILE)

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgetl.calibration import CalibrationSet
+from edgetl.onnx_safety import check_onnx_file
 from edgetl.targets.base import Artifact, Runner, Target
 from edgetl.targets.profiles import Precision, TargetProfile
 
@@ -27,6 +28,8 @@ class OpenVinoRunner(Runner):
             config["INFERENCE_PRECISION_HINT"] = "f32"
             if threads:
                 config["INFERENCE_NUM_THREADS"] = threads
+        if xml.suffix.lower() == ".onnx":
+            check_onnx_file(xml)
         self.compiled = ov.Core().compile_model(str(xml), device, config)
         self.request = self.compiled.create_infer_request()
 
@@ -56,7 +59,7 @@ class OpenVinoTarget(Target):
         self.require()
         import openvino as ov
 
-        model = ov.convert_model(str(onnx))
+        model = ov.convert_model(str(check_onnx_file(onnx)))
         details: dict[str, Any] = {"ir": "fp16 weights" if precision == "fp16" else precision}
         if precision == "int8":
             if calib is None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.onnx_safety import check_onnx_file
 from edgetl.targets.profiles import TargetProfile
 
 # ONNX operators TensorRT's parser handles (onnx-tensorrt operators.md, 8.5 to 10.x) that edgetl's backbones
@@ -36,7 +37,7 @@ def check_qdq(path: Path, profile: TargetProfile) -> dict[str, Any]:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(check_onnx_file(path)))
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}

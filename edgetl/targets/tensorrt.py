@@ -18,6 +18,7 @@ import numpy as np
 
 from edgetl.calibration import CalibrationSet
 from edgetl.files import atomic_path, write_bytes_atomic
+from edgetl.onnx_safety import check_onnx_file
 from edgetl.targets.base import Artifact, BackendUnavailable, Runner, Target
 from edgetl.targets.profiles import Precision, TargetProfile, TensorRTSpec
 
@@ -78,7 +79,7 @@ def to_fp16_onnx(onnx_in: Path, onnx_out: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load(str(onnx_in)), keep_io_types=True)
+    model = convert_float_to_float16(onnx.load(str(check_onnx_file(onnx_in))), keep_io_types=True)
     with atomic_path(onnx_out) as tmp:
         onnx.save(model, str(tmp))
 
@@ -108,7 +109,7 @@ def build_engine(
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    if not parser.parse_from_file(str(check_onnx_file(onnx_path))):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineError(f"TensorRT {trt.__version__} cannot parse {onnx_path}: {errors}")
 
