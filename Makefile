@@ -20,7 +20,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/edgetl data elpv $(DEMO_DATA)
-	$(BIN)/edgetl build --config examples/elpv.yaml --target onnxruntime --target openvino --name demo --force
+	$(BIN)/edgetl build --config examples/elpv.yaml --target onnxruntime --target openvino --target jetson --name demo --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
