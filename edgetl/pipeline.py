@@ -221,6 +221,7 @@ def stage_bench(
             for split, x in inputs.items()
         }
     ref_section = accuracy_section(reference, labels, classes, slices, settings, good)
+    _log(f"PyTorch FP32 reference on {len(paths)} test images in {time.perf_counter() - started:.1f} s")
     folders = [(p, precision, run.target(p.name, precision)) for p in profiles for precision in p.precisions]
     artifacts = [Artifact.read(folder) for _, _, folder in folders]
     measured = measure_artifacts(
@@ -230,6 +231,7 @@ def stage_bench(
         settings,
         threads=threads,
         workdir=run.root,
+        log=_log,
     )
     results: list[dict[str, Any]] = []
     for (profile, precision, folder), artifact, (speed, logits) in zip(folders, artifacts, measured, strict=True):

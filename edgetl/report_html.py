@@ -131,8 +131,10 @@ def slice_chart(report: dict[str, Any]) -> str:
     ax = fig.subplots()
     width = 0.8 / len(models)
     x = np.arange(len(slices))
+    lowest = 1.0
     for k, (name, per) in enumerate(models):
         values = [per.get(s, {}).get("balanced_accuracy", 0.0) for s in slices]
+        lowest = min([lowest, *values])
         bars = ax.bar(x + k * width, values, width, label=name)
         for bar, s in zip(bars, slices, strict=True):
             if per.get(s, {}).get("flagged"):
@@ -140,9 +142,9 @@ def slice_chart(report: dict[str, Any]) -> str:
                 bar.set_edgecolor("#b42318")
     ax.set_xticks(x + 0.4 - width / 2, slices)
     ax.set_ylabel("balanced accuracy (test)")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(max(0.0, lowest - 0.1), 1.0)
     ax.set_title("Per slice (hatched: flagged)")
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
     ax.grid(alpha=0.3, axis="y")
     return _img(fig, "per-slice balanced accuracy")
 

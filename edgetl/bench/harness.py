@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +112,7 @@ def measure_artifacts(
     *,
     threads: int,
     workdir: Path,
+    log: Callable[[str], None] | None = None,
 ) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
     """Run one worker per artifact folder, one after the other; returns (result, logits per split) each."""
     results = []
@@ -134,7 +137,10 @@ def measure_artifacts(
                 "batch_sizes": settings.batch_sizes,
                 "throughput_seconds": settings.throughput_seconds,
             }
+            started = time.perf_counter()
             result = run_worker(request, workdir)
+            if log is not None:
+                log(f"measured {folder} in {time.perf_counter() - started:.1f} s")
             logits = {split: np.load(path) for split, path in result.pop("logits").items()}
             results.append((result, logits))
     return results
