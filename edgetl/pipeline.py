@@ -190,11 +190,8 @@ def stage_bench(
     report with this stage's own.
     """
     started = time.perf_counter()
-    import torch
-
     from edgetl.bench.accuracy import agreement, disagreeing_images, good_class_index
-    from edgetl.bench.harness import accuracy_section, measure_artifacts, write_threshold
-    from edgetl.models import load_checkpoint
+    from edgetl.bench.harness import accuracy_section, measure_artifacts, reference_logits, write_threshold
     from edgetl.preprocess import PreprocessSpec
     from edgetl.report import write_report
     from edgetl.targets import Artifact
@@ -202,8 +199,7 @@ def stage_bench(
 
     settings = config.bench
     threads = settings.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    model, meta = load_checkpoint(run.train / "model.pt")
+    meta = read_json(run.train / "meta.json")
     spec = PreprocessSpec.model_validate(meta["preprocess"])
     dataset = load_split(run.data)
     inputs, labels = {}, {}
@@ -215,13 +211,11 @@ def stage_bench(
     classes = list(dataset.classes)
     train_counts = [sum(1 for s in dataset.split("train") if s.label == c) for c in classes]
     good = good_class_index(classes, good=settings.good_class, counts=train_counts) if len(classes) == 2 else None
-    with torch.inference_mode():
-        reference = {
-            split: np.concatenate([model(torch.from_numpy(x[i : i + 64])).numpy() for i in range(0, len(x), 64)])
-            for split, x in inputs.items()
-        }
+    reference = reference_logits(
+        run.train / "model.pt", inputs, run.root / "bench" / "reference_logits.npz", threads=threads
+    )
     ref_section = accuracy_section(reference, labels, classes, slices, settings, good)
-    _log(f"PyTorch FP32 reference on {len(paths)} test images in {time.perf_counter() - started:.1f} s")
+    _log(f"inputs and PyTorch FP32 reference logits ready in {time.perf_counter() - started:.1f} s")
     folders = [(p, precision, run.target(p.name, precision)) for p in profiles for precision in p.precisions]
     artifacts = [Artifact.read(folder) for _, _, folder in folders]
     measured = measure_artifacts(

@@ -187,3 +187,26 @@ def test_bench_command_rejects_bad_settings(tiny_run):
     _, run, _, _, _ = tiny_run
     result = runner.invoke(app, ["bench", str(run.root), "--max-false-reject", "2"])
     assert result.exit_code == 2 and "max_false_reject" in result.output
+
+
+def test_reference_logits_are_cached_per_checkpoint_and_inputs(tiny_run, monkeypatch):
+    import edgetl.models
+    from edgetl.bench.harness import reference_logits
+
+    _, run, _, _, _ = tiny_run
+    cache = run.root / "bench" / "reference_logits.npz"
+    assert cache.is_file()
+    with np.load(cache) as stored:
+        inputs_key = {"test", "val"} <= set(stored.files)
+    assert inputs_key
+
+    def no_model(*_args, **_kwargs):
+        raise AssertionError("the model was loaded although the cache matches")
+
+    x = {"val": np.zeros((2, 1, 32, 32), np.float32)}
+    first = reference_logits(run.train / "model.pt", x, run.root / "bench" / "other.npz", threads=1)
+    monkeypatch.setattr(edgetl.models, "load_checkpoint", no_model)
+    again = reference_logits(run.train / "model.pt", x, run.root / "bench" / "other.npz", threads=1)
+    np.testing.assert_array_equal(first["val"], again["val"])
+    with pytest.raises(AssertionError, match="cache matches"):
+        reference_logits(run.train / "model.pt", {"val": x["val"] + 1}, run.root / "bench" / "other.npz", threads=1)

@@ -8,6 +8,7 @@ backend's threads, caches and memory from disturbing the next one's figures.
 from __future__ import annotations
 
 import importlib
+import itertools
 import resource
 import sys
 from pathlib import Path
@@ -97,11 +98,10 @@ def measure(request: WorkerRequest) -> dict[str, Any]:
             duration_s=request.duration_s,
             deadline_ms=request.deadline_ms,
         )
-        cycle = iter(range(1 << 62))
+        files = itertools.cycle(request.images)
 
         def end_to_end() -> int:
-            path = request.images[next(cycle) % len(request.images)]
-            return int(_softmax(runner.infer(preprocess_file(path, spec))).argmax(1)[0])
+            return int(_softmax(runner.infer(preprocess_file(next(files), spec))).argmax(1)[0])
 
         e2e_ms, _ = time_calls(end_to_end, warmup=min(5, request.warmup), iterations=request.e2e_iterations)
         rates = throughput(runner.infer, first, batch_sizes=request.batch_sizes, seconds=request.throughput_seconds)
