@@ -194,7 +194,7 @@ def stage_bench(
     from edgetl.bench.harness import accuracy_section, measure_artifacts, reference_logits, write_threshold
     from edgetl.preprocess import PreprocessSpec
     from edgetl.report import write_report
-    from edgetl.targets import Artifact
+    from edgetl.targets import Artifact, get_target
     from edgetl.versions import host_info, library_versions
 
     settings = config.bench
@@ -216,7 +216,13 @@ def stage_bench(
     )
     ref_section = accuracy_section(reference, labels, classes, slices, settings, good)
     _log(f"inputs and PyTorch FP32 reference logits ready in {time.perf_counter() - started:.1f} s")
-    folders = [(p, precision, run.target(p.name, precision)) for p in profiles for precision in p.precisions]
+    measurable = []
+    for profile in profiles:
+        if get_target(profile.backend).is_available():
+            measurable.append(profile)
+        else:
+            _log(f"bench {profile.name}: {profile.backend} is not installed here; measure it on the device.")
+    folders = [(p, precision, run.target(p.name, precision)) for p in measurable for precision in p.precisions]
     artifacts = [Artifact.read(folder) for _, _, folder in folders]
     measured = measure_artifacts(
         [folder for _, _, folder in folders],
@@ -320,5 +326,5 @@ def build(config: BuildConfig, *, force: bool = False, progress: bool = True) ->
     report = stage_bench(config, run, profiles, timings=timings)
     _log(f"bench done in {time.perf_counter() - t0:.1f} s")
     print_report(report)
-    _log(f"report: {run.root / 'report.md'} and {run.root / 'report.json'}")
+    _log(f"report: {run.root / 'report.html'}, {run.root / 'report.md'} and {run.root / 'report.json'}")
     return report

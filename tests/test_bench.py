@@ -210,3 +210,14 @@ def test_reference_logits_are_cached_per_checkpoint_and_inputs(tiny_run, monkeyp
     np.testing.assert_array_equal(first["val"], again["val"])
     with pytest.raises(AssertionError, match="cache matches"):
         reference_logits(run.train / "model.pt", {"val": x["val"] + 1}, run.root / "bench" / "other.npz", threads=1)
+
+
+def test_bench_skips_a_target_whose_backend_is_missing(tiny_run, monkeypatch):
+    from edgetl.pipeline import stage_bench
+    from edgetl.targets.openvino import OpenVinoTarget
+    from edgetl.targets.profiles import resolve_profile
+
+    config, run, _, _, _ = tiny_run
+    monkeypatch.setattr(OpenVinoTarget, "is_available", lambda self: False)
+    report = stage_bench(config, run, [resolve_profile("cpu"), resolve_profile("intel-cpu")])
+    assert {a["target"] for a in report["artifacts"]} == {"cpu"}
