@@ -37,5 +37,11 @@ format: $(STAMP)
 	$(BIN)/ruff format edgetl tests benchmarks
 	$(BIN)/ruff check --fix edgetl tests benchmarks
 
+# Re-measure the demo run, then cross-check edgetl's latency against benchmark_app and a bare InferenceSession loop.
+bench: $(STAMP)
+	$(BIN)/edgetl bench $(DEMO_RUN)
+	$(BIN)/python benchmarks/crosscheck_openvino.py $(DEMO_RUN)/targets/intel-cpu/fp32
+	$(BIN)/python benchmarks/crosscheck_onnxruntime.py $(DEMO_RUN)/targets/cpu/fp32
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

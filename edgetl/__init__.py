@@ -21,14 +21,7 @@ def build(config: Any, *, force: bool = False, progress: bool = True) -> dict[st
     return _build(config, force=force, progress=progress)
 
 
-def bench(run_dir: Any, *, targets: list[str] | None = None) -> dict[str, Any]:
-    """Measure a run's compiled artifacts again (see :func:`edgetl.pipeline.stage_bench`)."""
-    from edgetl.pipeline import open_run, stage_bench
-    from edgetl.targets.profiles import resolve_profile
-
-    run, config = open_run(run_dir)
-    profiles = [resolve_profile(t) for t in (targets or config.targets)]
-    return stage_bench(config, run, profiles)
-
+# The bench package, callable: edgetl.bench("runs/line3", threads=2) measures a run again (edgetl.bench.run).
+from edgetl import bench  # noqa: E402
 
 __all__ = ["__version__", "bench", "build"]

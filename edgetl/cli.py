@@ -34,6 +34,7 @@ def _fail(exc: Exception) -> None:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from edgetl.bench.harness import BenchError
     from edgetl.bundle import BundleError
     from edgetl.config import ConfigError
     from edgetl.data.dataset import DataError
@@ -48,6 +49,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from edgetl.targets.tensorrt import EngineError
 
     return (
+        BenchError,
         BundleError,
         EngineError,
         GraphEditError,
@@ -328,8 +330,25 @@ def verify(bundle: BundleArg) -> None:
 
 
 @app.command()
-def bench(run: RunOrBundleArg, target: TargetOpt = None) -> None:
-    """Measure accuracy and latency of compiled artifacts; rewrite the report. On a bundle: latency here."""
+def bench(
+    run: RunOrBundleArg,
+    target: TargetOpt = None,
+    threads: Annotated[int | None, typer.Option(help="Threads per runtime (default: every core).")] = None,
+    deadline_ms: Annotated[
+        float | None, typer.Option(help="Line takt in ms: report the share of frames slower than this.")
+    ] = None,
+    max_false_reject: Annotated[
+        float | None, typer.Option(help="Good parts rejected at most when tuning the reject threshold (0.01 = 1 %).")
+    ] = None,
+    warmup: Annotated[int | None, typer.Option(help="Untimed warm-up runs.")] = None,
+    warmup_seconds: Annotated[float | None, typer.Option(help="Warm up for this long instead.")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Timed runs.")] = None,
+    duration: Annotated[float | None, typer.Option(help="Time runs for this many seconds instead.")] = None,
+) -> None:
+    """Measure accuracy and latency of compiled artifacts (one process each); rewrite the report.
+
+    On a bundle folder: the latency of every precision here (engines where built, else ONNX Runtime).
+    """
     try:
         from edgetl.bundle import is_bundle
 
@@ -340,12 +359,52 @@ def bench(run: RunOrBundleArg, target: TargetOpt = None) -> None:
                 lat = row["latency_ms"]
                 typer.echo(f"{row['precision']} on {row['runtime']}: p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms")
             return
-        import edgetl
+        from edgetl.bench import run as bench_run
         from edgetl.report import print_report
 
-        print_report(edgetl.bench(run, targets=target))
+        settings = {
+            "threads": threads,
+            "deadline_ms": deadline_ms,
+            "max_false_reject": max_false_reject,
+            "warmup": warmup,
+            "warmup_seconds": warmup_seconds,
+            "iterations": iterations,
+            "duration_s": duration,
+        }
+        report = bench_run(run, targets=target, **{k: v for k, v in settings.items() if v is not None})
+        print_report(report)
+        typer.echo(f"report: {Path(run) / 'report.html'}")
     except _user_errors() as exc:
         _fail(exc)
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="Baseline: a run folder or its report.json.")],
+    run_b: Annotated[Path, typer.Argument(help="Candidate: a run folder or its report.json.")],
+    max_latency_regression: Annotated[
+        float | None, typer.Option(help="Exit 1 when an artifact's p50 grows by more than this many percent.")
+    ] = None,
+    max_accuracy_drop: Annotated[
+        float | None,
+        typer.Option(help="Exit 1 when an artifact's accuracy or balanced accuracy drops by more points."),
+    ] = None,
+) -> None:
+    """Print what got faster, slower, better or worse from RUN_A to RUN_B; exit 1 past the limits."""
+    try:
+        from edgetl.bench.compare import compare_reports, load_report, print_comparison
+
+        result = compare_reports(
+            load_report(run_a),
+            load_report(run_b),
+            max_latency_regression=max_latency_regression,
+            max_accuracy_drop=max_accuracy_drop,
+        )
+        print_comparison(result, name_a=str(run_a), name_b=str(run_b))
+    except _user_errors() as exc:
+        _fail(exc)
+    if not result.passed:
+        raise typer.Exit(code=1)
 
 
 @app.command()

@@ -142,8 +142,22 @@ class BenchConfig(StrictModel):
     """Latency and accuracy measurement."""
 
     warmup: int = Field(20, ge=0, description="Untimed runs before measuring.")
+    warmup_seconds: float | None = Field(None, gt=0, description="Warm up for this long instead of `warmup` runs.")
     iterations: int = Field(200, ge=1, description="Timed batch-1 runs.")
+    duration_s: float | None = Field(None, gt=0, description="Time runs for this long instead of `iterations`.")
     threads: int | None = Field(None, ge=1, description="Threads per runtime; None: every core.")
+    deadline_ms: float | None = Field(None, gt=0, description="Line takt: report the share of frames slower.")
+    e2e_iterations: int = Field(50, ge=1, description="Timed end-to-end runs (file decode to class).")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 4, 8, 16], description="Throughput batch sizes.")
+    throughput_seconds: float = Field(1.0, gt=0, description="Seconds of calls per throughput batch size.")
+    max_false_reject: float = Field(
+        0.01, ge=0, lt=1, description="Good parts rejected at most (on validation) when tuning the reject threshold."
+    )
+    good_class: str | None = Field(None, description="The good-part class; None: guessed by name, else majority.")
+    slice_gap: float = Field(
+        0.05, ge=0, le=1, description="Flag a slice whose balanced accuracy is this far below the other images'."
+    )
+    min_slice_images: int = Field(20, ge=1, description="Smaller slices are reported but never flagged.")
 
 
 class BuildConfig(StrictModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -185,67 +184,84 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
 def stage_bench(
     config: BuildConfig, run: RunDir, profiles: list[TargetProfile], *, timings: dict[str, float] | None = None
 ) -> dict[str, Any]:
-    """Measure every compiled artifact on the test split; write report.json / report.md.
+    """Measure every compiled artifact (each in its own process); write report.json / .md / .html.
 
+    Accuracy is on the test split against the FP32 PyTorch model; the reject threshold of a two-class model is
+    tuned on the validation split for each artifact and stored beside it (threshold.json).
     ``timings`` (seconds per earlier stage; default: those of the run's last report) are recorded in the
     report with this stage's own.
     """
     started = time.perf_counter()
-    import torch
-
-    from edgetl.bench.accuracy import agreement, classification_metrics
-    from edgetl.bench.latency import cold_start, measure_latency
-    from edgetl.models import load_checkpoint
+    from edgetl.bench.accuracy import agreement, disagreeing_images, good_class_index
+    from edgetl.bench.harness import accuracy_section, measure_artifacts, reference_logits, write_threshold
     from edgetl.preprocess import PreprocessSpec
     from edgetl.report import write_report
     from edgetl.targets import Artifact, get_target
     from edgetl.versions import host_info, library_versions
 
-    threads = config.bench.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    model, meta = load_checkpoint(run.train / "model.pt")
+    settings = config.bench
+    threads = settings.threads or os.cpu_count() or 1
+    meta = read_json(run.train / "meta.json")
     spec = PreprocessSpec.model_validate(meta["preprocess"])
     dataset = load_split(run.data)
-    x, y, _ = _split_inputs(dataset, spec, "test")
-    with torch.inference_mode():
-        reference = np.concatenate([model(torch.from_numpy(x[i : i + 64])).numpy() for i in range(0, len(x), 64)])
-    reference_metrics = classification_metrics(y, reference.argmax(1), dataset.classes)
-    results: list[dict[str, Any]] = []
+    inputs, labels = {}, {}
+    for split in ("val", "test"):
+        inputs[split], labels[split], _ = _split_inputs(dataset, spec, split)
+    test_samples = dataset.split("test")
+    paths = [str(s.path) for s in test_samples]
+    slices = [s.slice for s in test_samples]
+    classes = list(dataset.classes)
+    train_counts = [sum(1 for s in dataset.split("train") if s.label == c) for c in classes]
+    good = good_class_index(classes, good=settings.good_class, counts=train_counts) if len(classes) == 2 else None
+    reference = reference_logits(
+        run.train / "model.pt", inputs, run.root / "bench" / "reference_logits.npz", threads=threads
+    )
+    ref_section = accuracy_section(reference, labels, classes, slices, settings, good)
+    _log(f"inputs and PyTorch FP32 reference logits ready in {time.perf_counter() - started:.1f} s")
+    measurable = []
     for profile in profiles:
-        target = get_target(profile.backend)
-        if profile.backend == "tensorrt" and not target.is_available():
-            _log(f"bench {profile.name}: no TensorRT here; the bundle's host checks stand in (see 'bundles').")
-            continue
-        for precision in profile.precisions:
-            folder = run.target(profile.name, precision)
-            artifact = Artifact.read(folder)
-            runner, cold = cold_start(partial(target.load, artifact, threads=threads), x[:1])
-            with runner:
-                logits = np.concatenate([runner.infer(x[i : i + 1]) for i in range(len(x))])
-                latency = measure_latency(
-                    runner.infer, x[:1], warmup=config.bench.warmup, iterations=config.bench.iterations
-                )
-            metrics = classification_metrics(y, logits.argmax(1), dataset.classes)
-            agree = agreement(logits, reference)
-            results.append(
-                {
-                    "target": profile.name,
-                    "backend": profile.backend,
-                    "precision": precision,
-                    "path": str(artifact.model_path),
-                    "size_bytes": artifact.size_bytes,
-                    "metrics": metrics,
-                    "latency_ms": latency,
-                    "cold_start_ms": cold,
-                    "fp32_agreement": agree["top1_agreement"],
-                    "logits_vs_fp32": agree,
-                    "details": artifact.details,
-                }
-            )
-            _log(
-                f"bench {profile.name} {precision}: accuracy {metrics['accuracy']:.4f}, "
-                f"agreement {agree['top1_agreement']:.4f}, p50 {latency['p50']:.2f} ms"
-            )
+        if get_target(profile.backend).is_available():
+            measurable.append(profile)
+        else:
+            where = "its bundle's host checks stand in" if profile.tensorrt else "measure it where it is installed"
+            _log(f"bench {profile.name}: {profile.backend} cannot run here; {where}.")
+    folders = [(p, precision, run.target(p.name, precision)) for p in measurable for precision in p.precisions]
+    artifacts = [Artifact.read(folder) for _, _, folder in folders]
+    measured = measure_artifacts(
+        [folder for _, _, folder in folders],
+        inputs,
+        [s.path for s in test_samples],
+        settings,
+        threads=threads,
+        workdir=run.root,
+        log=_log,
+    )
+    results: list[dict[str, Any]] = []
+    for (profile, precision, folder), artifact, (speed, logits) in zip(folders, artifacts, measured, strict=True):
+        section = accuracy_section(logits, labels, classes, slices, settings, good)
+        if section["threshold"] is not None and good is not None:
+            write_threshold(folder, section["threshold"], classes=classes, good_index=good)
+        agree = agreement(logits["test"], reference["test"])
+        results.append(
+            {
+                "target": profile.name,
+                "backend": profile.backend,
+                "precision": precision,
+                "path": str(artifact.model_path),
+                "size_bytes": artifact.size_bytes,
+                **section,
+                **speed,
+                "fp32_agreement": agree["top1_agreement"],
+                "logits_vs_fp32": agree,
+                "disagreements": disagreeing_images(logits["test"], reference["test"], paths, labels["test"], classes),
+                "details": artifact.details,
+            }
+        )
+        _log(
+            f"bench {profile.name} {precision}: accuracy {section['metrics']['accuracy']:.4f}, "
+            f"agreement {agree['top1_agreement']:.4f}, p50 {speed['latency_ms']['p50']:.2f} ms, "
+            f"end to end p50 {speed['end_to_end_ms']['p50']:.2f} ms"
+        )
     for r in results:
         base = next((b for b in results if b["target"] == r["target"] and b["precision"] == "fp32"), None)
         if base is not None:
@@ -261,17 +277,24 @@ def stage_bench(
             **{k: meta[k] for k in ("arch", "strategy", "trained_from_block", "best_epoch", "val_metrics")},
             "classes": meta["classes"],
             "preprocess": meta["preprocess"],
-            "timings": read_json(run.train / "meta.json").get("timings", {})
-            if (run.train / "meta.json").is_file()
-            else {},
-            "test_metrics": reference_metrics,
+            "timings": meta.get("timings", {}),
+            "test_metrics": ref_section["metrics"],
+            "reference": ref_section,
             "parity": read_json(run.export / "parity.json") if (run.export / "parity.json").is_file() else {},
         },
-        "bench": {"threads": threads, "warmup": config.bench.warmup, "iterations": config.bench.iterations},
+        "bench": {
+            **settings.model_dump(mode="json"),
+            "threads": threads,
+            "good_class": None if good is None else classes[good],
+            "isolation": "one process per artifact",
+        },
         "host": host_info(),
         "versions": library_versions(),
         "artifacts": results,
     }
+    bundles = bundle_summaries(run)
+    if bundles:
+        report["bundles"] = bundles
     if timings is None and (run.root / "report.json").is_file():
         timings = read_json(run.root / "report.json").get("timings_s")
     if timings is not None:
@@ -397,34 +420,29 @@ def build(config: BuildConfig, *, force: bool = False, progress: bool = True, re
     bundles = {p.name: timed(f"bundle {p.name}", stage_bundle, config, run, p) for p in profiles if p.tensorrt}
     t0 = time.perf_counter()
     report = stage_bench(config, run, profiles, timings=timings)
-    if bundles:
-        report = add_bundles_to_report(run, bundles)
     _log(f"bench done in {time.perf_counter() - t0:.1f} s")
     print_report(report)
     for name, manifest in bundles.items():
         _log(device_summary(run, name, manifest))
-    _log(f"report: {run.root / 'report.md'} and {run.root / 'report.json'}")
+    _log(f"report: {run.root / 'report.html'}, {run.root / 'report.md'} and {run.root / 'report.json'}")
     return report
 
 
-def add_bundles_to_report(run: RunDir, bundles: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Record each bundle's host checks in report.json."""
-    from edgetl.files import write_json_atomic
-
-    report = read_json(run.root / "report.json")
-    report["bundles"] = {
-        name: {
-            "path": str(run.root / "bundle" / name),
-            "profile": name,
+def bundle_summaries(run: RunDir) -> dict[str, Any]:
+    """The host checks of every bundle in run/bundle/, for the report."""
+    summaries = {}
+    for path in sorted((run.root / "bundle").glob("*/manifest.json")):
+        m = read_json(path)
+        summaries[path.parent.name] = {
+            "path": str(path.parent),
             "tensorrt": m["profile"]["tensorrt"],
-            "host_metrics": {k: v for k, v in m["host_metrics"].items() if k not in ("fp32_onnx",)},
-            "engines_built_here": False,
+            "models": {p: v["onnx"] for p, v in m["models"].items()},
+            "host_metrics": {k: v for k, v in m["host_metrics"].items() if k != "fp32_onnx"},
+            "parity_images": len(m["parity"]["names"]),
+            "engines_built_here": (path.parent / "engines").is_dir(),
             "on_device": m["on_device"],
         }
-        for name, m in bundles.items()
-    }
-    write_json_atomic(run.root / "report.json", report)
-    return dict(report)
+    return summaries
 
 
 def device_summary(run: RunDir, name: str, manifest: dict[str, Any]) -> str:

@@ -1,13 +1,28 @@
-"""report.json (schema-versioned) and report.md, plus the table printed at the end of a run."""
+"""report.json (schema-versioned), report.md and report.html, plus the table printed at the end of a run."""
 
 from __future__ import annotations
 
+import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from edgetl.files import write_json_atomic, write_text_atomic
 
-SCHEMA_VERSION = "1.0"
+# Bump with edgetl/schemas/report.schema.json whenever a required field is added or a meaning changes.
+SCHEMA_VERSION = "1.1"
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema of report.json shipped with edgetl."""
+    return dict(json.loads(resources.files("edgetl").joinpath("schemas/report.schema.json").read_text("utf-8")))
+
+
+def validate_report(report: dict[str, Any]) -> None:
+    """Raise jsonschema.ValidationError when ``report`` does not follow the schema."""
+    import jsonschema
+
+    jsonschema.validate(report, report_schema(), cls=jsonschema.Draft202012Validator)
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:
@@ -66,9 +81,83 @@ HEADER = [
 ]
 
 
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def _name(a: dict[str, Any]) -> str:
+    return f"{a['target']} {a['precision']}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def best_throughput(a: dict[str, Any]) -> tuple[str, float | None]:
+    """(batch size, images/s) of the fastest supported batch size of an artifact."""
+    rates = {int(b): r["images_per_s"] for b, r in a["throughput"]["batch"].items() if r.get("supported")}
+    if not rates:
+        return "-", None
+    size = max(rates, key=lambda b: rates[b])
+    return str(size), rates[size]
+
+
+def latency_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Compute, end-to-end, cold start, throughput and memory per artifact."""
+    rows = []
+    for a in report["artifacts"]:
+        lat, e2e, cold = a["latency_ms"], a["end_to_end_ms"], a["cold_start_ms"]
+        size, rate = best_throughput(a)
+        rows.append(
+            [
+                _name(a),
+                f"{lat['p50']:.2f} / {lat['p99']:.2f} / {lat['max']:.2f}",
+                f"{lat['jitter']:.2f}",
+                f"{e2e['p50']:.2f} / {e2e['p99']:.2f}",
+                f"{_pct(lat['over_deadline'])} / {_pct(e2e['over_deadline'])}",
+                f"{cold['load_ms']:.0f} + {cold['first_inference_ms']:.0f}",
+                f"{a['throughput']['sequential_batch1_images_per_s']:.0f}",
+                "-" if rate is None else f"{rate:.0f} (batch {size})",
+                f"{a['memory_mb']['peak']:.0f} ({a['memory_mb']['model']:+.0f})",
+                f"{a['size_bytes'] / 1e6:.2f}",
+            ]
+        )
+    return rows
+
+
+def _binary_row(name: str, section: dict[str, Any]) -> list[str]:
+    t, b = section["threshold"], section["metrics"].get("binary", {})
+    return [
+        name,
+        _fmt(t["threshold"], ".4f"),
+        _pct(t["val_false_reject"]),
+        _pct(b.get("defect_recall")),
+        _pct(b.get("false_reject")),
+        _fmt(b.get("roc_auc"), ".4f"),
+        _fmt(b.get("pr_auc"), ".4f"),
+    ]
+
+
+def _slice_rows(name: str, slices: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            name,
+            s_name,
+            str(m["images"]),
+            _fmt(m["accuracy"]),
+            _fmt(m["balanced_accuracy"]),
+            _pct(m.get("binary", {}).get("defect_recall")),
+            _pct(m.get("binary", {}).get("false_reject")),
+            _fmt(m["gap_to_rest"], "+.3f"),
+            "**worse than the rest**" if m["flagged"] else "",
+        ]
+        for s_name, m in slices.items()
+    ]
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown."""
-    ds, model = report["dataset"], report["model"]
+    ds, model, bench = report["dataset"], report["model"], report["bench"]
     lines = [
         f"# edgetl report: {report['run']}",
         "",
@@ -81,29 +170,164 @@ def markdown(report: dict[str, Any]) -> str:
         f"val balanced accuracy {_fmt(model['val_metrics'].get('val_balanced_accuracy'))}",
         f"- ONNX parity: max |logit diff| {_fmt(model.get('parity', {}).get('max_abs_diff'), '.2e')} on "
         f"{model.get('parity', {}).get('images')} validation images",
-        f"- host: {report['host'].get('cpu')}, threads {report['bench'].get('threads')}",
+        f"- host: {report['host'].get('cpu')}, threads {bench.get('threads')}, {bench.get('isolation', 'one process')}",
         "",
-        "| " + " | ".join(HEADER) + " |",
-        "|" + "---|" * len(HEADER),
+        *_table(HEADER, artifact_rows(report)),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in artifact_rows(report)]
     if ds.get("warnings"):
         lines += ["", "Warnings:", *[f"- {w}" for w in ds["warnings"]]]
-    lines += ["", "Per class (test split):", ""]
+    if report["artifacts"]:
+        deadline = bench.get("deadline_ms")
+        lines += [
+            "",
+            "## Latency (ms, batch 1)",
+            "",
+            f"Compute: preprocessed tensor in, logits out; {bench.get('iterations')} timed runs after "
+            f"{bench.get('warmup')} warm-up runs. End to end: read and decode an image file, preprocess, infer, "
+            f"softmax. Jitter = p99 - p50. Deadline: {f'{deadline} ms' if deadline else 'none set (--deadline-ms)'}. "
+            "Cold start = load + first inference in a fresh process. Memory: peak resident set of the measuring "
+            "process (growth from loading and running the model in brackets).",
+            "",
+            *_table(
+                [
+                    "artifact",
+                    "compute p50 / p99 / max",
+                    "jitter",
+                    "end-to-end p50 / p99",
+                    "over deadline (compute / e2e)",
+                    "cold start (load + first)",
+                    "img/s sequential",
+                    "img/s best batch",
+                    "peak RSS MB",
+                    "size MB",
+                ],
+                latency_rows(report),
+            ),
+        ]
+        unsupported = {
+            _name(a): sorted(int(b) for b, r in a["throughput"]["batch"].items() if not r.get("supported"))
+            for a in report["artifacts"]
+        }
+        if any(unsupported.values()):
+            lines += [
+                "",
+                "Batch sizes an artifact refuses (static batch-1 export; export with `export.dynamic_batch: true` "
+                "to measure them): " + "; ".join(f"{k}: {v}" for k, v in unsupported.items() if v) + ".",
+            ]
+    ref = model.get("reference", {})
+    if ref.get("threshold"):
+        lines += [
+            "",
+            "## Defect detection (good class: " + str(bench.get("good_class")) + ")",
+            "",
+            f"The reject threshold is tuned on the validation split for each artifact so that at most "
+            f"{_pct(bench.get('max_false_reject'))} of good parts are rejected, then applied to the test split. "
+            "It is stored in each artifact folder as threshold.json.",
+            "",
+            *_table(
+                [
+                    "model",
+                    "threshold",
+                    "val false reject",
+                    "test defect recall",
+                    "test false reject",
+                    "ROC-AUC",
+                    "PR-AUC",
+                ],
+                [_binary_row("pytorch fp32", ref)]
+                + [_binary_row(_name(a), a) for a in report["artifacts"] if a.get("threshold")],
+            ),
+        ]
+    if ref.get("slices"):
+        rows = _slice_rows("pytorch fp32", ref["slices"])
+        for a in report["artifacts"]:
+            rows += _slice_rows(_name(a), a["slices"])
+        lines += [
+            "",
+            "## Per slice (test split)",
+            "",
+            f"A slice is flagged when it has at least {bench.get('min_slice_images')} test images and its balanced "
+            f"accuracy is more than {bench.get('slice_gap')} below that of all other test images pooled "
+            "(gap = rest - slice).",
+            "",
+            *_table(
+                [
+                    "model",
+                    "slice",
+                    "images",
+                    "accuracy",
+                    "bal. acc.",
+                    "defect recall",
+                    "false reject",
+                    "gap",
+                    "flag",
+                ],
+                rows,
+            ),
+        ]
+    if report["artifacts"]:
+        lines += ["", "## Against FP32 PyTorch (test split)", ""]
+        lines += _table(
+            ["artifact", "top-1 agreement", "mean abs logit diff", "max abs logit diff", "disagreeing images"],
+            [
+                [
+                    _name(a),
+                    _fmt(a["logits_vs_fp32"]["top1_agreement"], ".4f"),
+                    _fmt(a["logits_vs_fp32"]["mean_abs_logit_diff"], ".2e"),
+                    _fmt(a["logits_vs_fp32"]["max_abs_logit_diff"], ".2e"),
+                    str(a["logits_vs_fp32"]["disagreements"]),
+                ]
+                for a in report["artifacts"]
+            ],
+        )
+        for a in report["artifacts"]:
+            if a["disagreements"]:
+                lines += ["", f"{_name(a)} disagrees with FP32 on:", ""]
+                lines += [
+                    f"- `{d['path']}`: label {d['label']}, artifact {d['prediction']}, FP32 {d['fp32']}"
+                    for d in a["disagreements"]
+                ]
+    lines += ["", "## Per class (test split)", ""]
     for a in report["artifacts"]:
         per = ", ".join(
             f"{c}: P {m['precision']:.3f} R {m['recall']:.3f} F1 {m['f1']:.3f}"
             for c, m in a["metrics"]["per_class"].items()
         )
         lines.append(f"- {a['target']} {a['precision']}: {per}")
+    lines += _bundle_lines(report.get("bundles", {}))
     return "\n".join(lines) + "\n"
 
 
+def _bundle_lines(bundles: dict[str, Any]) -> list[str]:
+    """TensorRT bundles: what was checked on the build host, and the command for the device."""
+    lines: list[str] = []
+    for name, b in bundles.items():
+        trt = b["tensorrt"]
+        jetpack = f", JetPack {trt['jetpack']}" if trt.get("jetpack") else ""
+        lines += ["", f"## Device bundle {name} (TensorRT {trt['version']}{jetpack})", ""]
+        lines += [f"`{b['path']}`, parity pack of {b['parity_images']} images. Checked on the build host "
+                  "(ONNX Runtime, test split; INT8 as unfused Q/DQ):", ""]  # fmt: skip
+        rows = []
+        for precision, file in b["models"].items():
+            h = b["host_metrics"][precision]
+            rows.append(
+                [precision, f"`{file}`", _fmt(h["accuracy"]), f"{h['accuracy_delta_vs_fp32'] * 100:+.1f}",
+                 _fmt(h["vs_fp32"]["top1_agreement"])]
+            )  # fmt: skip
+        lines += _table(["precision", "model", "accuracy", "vs FP32 (pts)", "agreement"], rows)
+        built = "built here" if b.get("engines_built_here") else "not built here (built on the device)"
+        lines += ["", f"TensorRT engines: {built}. On the device: `{b['on_device']}`."]
+    return lines
+
+
 def write_report(run_dir: Path, report: dict[str, Any]) -> None:
-    """Write report.json and report.md atomically."""
+    """Write report.json, report.md and the self-contained report.html atomically."""
+    from edgetl.report_html import html_report
+
     report = {"schema_version": SCHEMA_VERSION, **report}
     write_json_atomic(run_dir / "report.json", report)
     write_text_atomic(run_dir / "report.md", markdown(report))
+    write_text_atomic(run_dir / "report.html", html_report(report))
 
 
 def print_report(report: dict[str, Any]) -> None:

@@ -42,7 +42,7 @@ def tiny_config(data_root: Path, runs: Path, **overrides: object) -> BuildConfig
         "train": {"strategy": "partial", "trainable_blocks": 4, "epochs": 2, "views": 2, "batch_size": 8},
         "export": {"parity_images": 4},
         "calibration": {"samples": 8},
-        "bench": {"warmup": 2, "iterations": 5},
+        "bench": {"warmup": 2, "iterations": 5, "e2e_iterations": 3, "throughput_seconds": 0.05},
     }
     for dotted, value in overrides.items():
         node = raw
@@ -60,6 +60,38 @@ def tree_hashes(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    """One tiny run built through every stage, shared by the stage, bench and report tests.
+
+    Returns (config, run, report, images, hashes of the images before the run).
+    """
+    from edgetl.pipeline import (
+        init_run,
+        stage_bench,
+        stage_calibrate,
+        stage_compile,
+        stage_data,
+        stage_export,
+        stage_train,
+    )
+    from edgetl.targets.profiles import resolve_profile
+
+    base = tmp_path_factory.mktemp("tiny")
+    images = make_image_folder(base / "images", per_class=12, size=40)
+    before = tree_hashes(images)
+    config = tiny_config(images, base / "runs")
+    run = init_run(config)
+    stage_data(config, run)
+    stage_train(config, run, progress=False)
+    stage_export(config, run)
+    stage_calibrate(config, run)
+    for name in config.targets:
+        stage_compile(config, run, resolve_profile(name))
+    report = stage_bench(config, run, [resolve_profile(n) for n in config.targets])
+    return config, run, report, images, before
 
 
 @pytest.fixture(scope="session")

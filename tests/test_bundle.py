@@ -145,3 +145,20 @@ def test_bundle_files_are_readable_by_other_users(trt_run):
     folder = run.root / "bundle" / "jetson-orin-nano"
     for path in [folder, *folder.rglob("*")]:
         assert path.stat().st_mode & 0o004, path
+
+
+def test_report_carries_the_bundle_host_checks(trt_run):
+    """A TensorRT-only run on a host without TensorRT: no artifact to time, the bundle's checks in the report."""
+    from edgetl.pipeline import stage_bench
+    from edgetl.report import validate_report
+    from edgetl.targets.profiles import resolve_profile
+
+    config, run, _ = trt_run
+    report = stage_bench(config, run, [resolve_profile("jetson")])
+    validate_report(report)
+    bundle = report["bundles"]["jetson-orin-nano"]
+    assert set(bundle["models"]) == {"fp32", "fp16", "int8"} and not bundle["engines_built_here"]
+    assert bundle["on_device"].startswith("edgetl compile")
+    text = (run.root / "report.md").read_text()
+    assert "## Device bundle jetson-orin-nano (TensorRT 10.3, JetPack 6.2)" in text
+    assert (run.root / "report.html").is_file()

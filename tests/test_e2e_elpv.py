@@ -58,6 +58,12 @@ bench: {{warmup: 5, iterations: 30}}
         assert abs(a["metrics"]["accuracy"] - report["model"]["test_metrics"]["accuracy"]) <= 0.06
         assert a["latency_ms"]["p50"] > 0
     assert "cpu" in (run / "report.md").read_text()
+    from edgetl.report import validate_report
+
+    validate_report(report)
+    for a in by_key.values():
+        assert set(a["slices"]) == {"mono", "poly"} and a["metrics"]["binary"]["roc_auc"] > 0.5
+    assert (run / "report.html").stat().st_size > 50_000
     bundle = run / "bundle" / "jetson-orin-nano"
     host = report["bundles"]["jetson-orin-nano"]["host_metrics"]
     assert host["int8"]["vs_fp32"]["top1_agreement"] >= 0.95

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import tiny_config, tree_hashes
+from conftest import tree_hashes
 
 from edgetl.export import onnx_metadata
 from edgetl.models import load_checkpoint
@@ -15,34 +15,12 @@ from edgetl.pipeline import (
     init_run,
     open_run,
     stage_bench,
-    stage_calibrate,
-    stage_compile,
-    stage_data,
     stage_export,
-    stage_train,
 )
+from edgetl.report import SCHEMA_VERSION
 from edgetl.targets import Artifact, backends, get_target
 from edgetl.targets.profiles import resolve_profile
 from edgetl.train import resolve_strategy
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory):
-    from conftest import make_image_folder
-
-    base = tmp_path_factory.mktemp("tiny")
-    images = make_image_folder(base / "images", per_class=12, size=40)
-    before = tree_hashes(images)
-    config = tiny_config(images, base / "runs")
-    run = init_run(config)
-    stage_data(config, run)
-    stage_train(config, run, progress=False)
-    stage_export(config, run)
-    stage_calibrate(config, run)
-    for name in config.targets:
-        stage_compile(config, run, resolve_profile(name))
-    report = stage_bench(config, run, [resolve_profile(n) for n in config.targets])
-    return config, run, report, images, before
 
 
 def test_train_outputs(tiny_run):
@@ -114,7 +92,7 @@ def test_tampered_artifact_is_refused(tiny_run, tmp_path: Path):
 
 def test_report_has_every_artifact(tiny_run):
     _config, run, report, images, before = tiny_run
-    assert report["schema_version"] == "1.0"
+    assert report["schema_version"] == SCHEMA_VERSION
     got = {(a["target"], a["precision"]) for a in report["artifacts"]}
     assert got == {
         ("cpu", "fp32"),

@@ -1,10 +1,14 @@
-"""Classification metrics (sklearn.metrics) and agreement with the FP32 reference."""
+"""Classification metrics (sklearn.metrics), the good-versus-defect reject threshold, slices, FP32 agreement."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+# Class names read as "the part is fine" when choosing the good class of a two-class problem.
+GOOD_NAMES = ("good", "ok", "pass", "functional", "normal", "nominal", "non_defective", "nondefective")
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
@@ -18,9 +22,13 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
 
     labels = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    single_class = len(set(np.asarray(y_true).tolist())) < 2
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        # With one class present sklearn warns and returns that class's recall; keep that value.
+        "balanced_accuracy": float(
+            np.mean(y_true == y_pred) if single_class else balanced_accuracy_score(y_true, y_pred)
+        ),
         "per_class": {
             name: {
                 "precision": float(precision[i]),
@@ -35,7 +43,76 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
     }
 
 
-def agreement(logits: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+def good_class_index(classes: Sequence[str], *, good: str | None = None, counts: Sequence[int] | None = None) -> int:
+    """Index of the "good part" class of a two-class problem.
+
+    ``good`` names it explicitly; otherwise a class named like good/ok/functional/normal, otherwise the class
+    with the most images in ``counts`` (on an inspection line good parts are the majority).
+    """
+    if good is not None:
+        if good not in classes:
+            raise ValueError(f"bench.good_class {good!r} is not one of the classes {list(classes)}.")
+        return list(classes).index(good)
+    for i, name in enumerate(classes):
+        if name.lower().replace("-", "_") in GOOD_NAMES:
+            return i
+    if counts is not None:
+        return int(np.argmax(counts))
+    return 0
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64."""
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
+def defect_scores(logits: np.ndarray, good_index: int) -> np.ndarray:
+    """Defect score of each image: 1 - P(good)."""
+    return np.asarray(1.0 - softmax(logits)[:, good_index])
+
+
+def reject_threshold(scores: np.ndarray, is_defect: np.ndarray, *, max_false_reject: float) -> dict[str, Any]:
+    """The lowest defect-score threshold whose false-reject rate on these (validation) images is <= the target.
+
+    A part is rejected when its score is >= the threshold. Uses sklearn's ROC curve: the operating point with the
+    highest defect recall among those rejecting at most ``max_false_reject`` of the good parts.
+    """
+    from sklearn.metrics import roc_curve
+
+    if is_defect.all() or not is_defect.any():
+        raise ValueError("the validation split needs both good and defective images to choose a reject threshold.")
+    fpr, tpr, thresholds = roc_curve(is_defect, scores, drop_intermediate=False)
+    ok = np.flatnonzero(fpr <= max_false_reject)
+    best = ok[np.argmax(tpr[ok])]
+    # roc_curve's first threshold is +inf (reject nothing); scores are <= 1, so just above 1 says the same in JSON.
+    threshold = float(thresholds[best]) if np.isfinite(thresholds[best]) else float(np.nextafter(1.0, 2.0))
+    return {
+        "threshold": threshold,
+        "max_false_reject": max_false_reject,
+        "val_false_reject": float(fpr[best]),
+        "val_defect_recall": float(tpr[best]),
+        "val_images": len(scores),
+    }
+
+
+def binary_metrics(scores: np.ndarray, is_defect: np.ndarray, *, threshold: float) -> dict[str, Any]:
+    """ROC-AUC, PR-AUC (average precision), and defect recall / false-reject rate at ``threshold``."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    both = bool(is_defect.any() and not is_defect.all())
+    rejected = scores >= threshold
+    return {
+        "roc_auc": float(roc_auc_score(is_defect, scores)) if both else None,
+        "pr_auc": float(average_precision_score(is_defect, scores)) if both else None,
+        "threshold": threshold,
+        "defect_recall": float(rejected[is_defect].mean()) if is_defect.any() else None,
+        "false_reject": float(rejected[~is_defect].mean()) if (~is_defect).any() else None,
+    }
+
+
+def agreement(logits: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
     """Top-1 agreement and |logit difference| against reference logits of the same images."""
     diff = np.abs(logits.astype(np.float64) - reference.astype(np.float64))
     return {
@@ -44,3 +121,48 @@ def agreement(logits: np.ndarray, reference: np.ndarray) -> dict[str, float]:
         "max_abs_logit_diff": float(diff.max()),
         "disagreements": int(np.sum(logits.argmax(1) != reference.argmax(1))),
     }
+
+
+def disagreeing_images(
+    logits: np.ndarray, reference: np.ndarray, paths: Sequence[str], labels: np.ndarray, classes: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Every image whose top-1 class differs from the reference's, with both predictions and the label."""
+    pred, ref = logits.argmax(1).tolist(), reference.argmax(1).tolist()
+    return [
+        {"path": str(paths[i]), "label": classes[int(labels[i])], "prediction": classes[p], "fp32": classes[r]}
+        for i, (p, r) in enumerate(zip(pred, ref, strict=True))
+        if p != r
+    ]
+
+
+def slice_metrics(
+    y_true: np.ndarray,
+    logits: np.ndarray,
+    slices: Sequence[str],
+    classes: list[str],
+    *,
+    good_index: int | None,
+    threshold: float | None,
+    max_gap: float,
+    min_images: int,
+) -> dict[str, dict[str, Any]]:
+    """Metrics of each slice, and a flag on a slice much worse than the rest.
+
+    Rule: a slice is flagged when it has at least ``min_images`` test images and its balanced accuracy is more
+    than ``max_gap`` below the balanced accuracy of all other test images pooled together.
+    """
+    names = np.asarray(slices)
+    pred = logits.argmax(1)
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(names.tolist()) - {""}):
+        inside = names == name
+        m = classification_metrics(y_true[inside], pred[inside], classes)
+        if good_index is not None and threshold is not None:
+            scores = defect_scores(logits[inside], good_index)
+            m["binary"] = binary_metrics(scores, y_true[inside] != good_index, threshold=threshold)
+        rest = classification_metrics(y_true[~inside], pred[~inside], classes) if (~inside).any() else None
+        gap = None if rest is None else rest["balanced_accuracy"] - m["balanced_accuracy"]
+        m["gap_to_rest"] = gap
+        m["flagged"] = bool(gap is not None and inside.sum() >= min_images and gap > max_gap)
+        out[name] = m
+    return out

@@ -1,0 +1,142 @@
+"""Compare two reports artifact by artifact: what got faster, slower, better or worse, and by how much."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgetl.config import ConfigError
+from edgetl.files import read_json
+
+# Latency changes smaller than this (percent) are printed as unchanged: run-to-run noise on a busy host.
+LATENCY_NOISE_PCT = 5.0
+
+
+@dataclass
+class Comparison:
+    """Rows of the comparison table and the limits that were exceeded."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    only_in_a: list[str] = field(default_factory=list)
+    only_in_b: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """A report from a run folder (its report.json) or a report.json path."""
+    path = Path(path)
+    file = path / "report.json" if path.is_dir() else path
+    if not file.is_file():
+        raise ConfigError(f"{file} is missing; run 'edgetl bench {path}' first, or pass a report.json.")
+    report = read_json(file)
+    if not isinstance(report, dict) or "artifacts" not in report:
+        raise ConfigError(f"{file} is not an edgetl report (no 'artifacts'); pass a run folder or its report.json.")
+    return report
+
+
+def _key(a: dict[str, Any]) -> str:
+    return f"{a['target']} {a['precision']}"
+
+
+def compare_reports(
+    a: dict[str, Any],
+    b: dict[str, Any],
+    *,
+    max_latency_regression: float | None = None,
+    max_accuracy_drop: float | None = None,
+) -> Comparison:
+    """Compare report ``b`` (the candidate) with ``a`` (the baseline), artifact by artifact.
+
+    Args:
+        max_latency_regression: fail when an artifact's compute p50 grows by more than this many percent.
+        max_accuracy_drop: fail when an artifact's test accuracy or balanced accuracy falls by more than this
+            many percentage points.
+    """
+    first = {_key(x): x for x in a["artifacts"]}
+    second = {_key(x): x for x in b["artifacts"]}
+    out = Comparison(
+        only_in_a=sorted(set(first) - set(second)),
+        only_in_b=sorted(set(second) - set(first)),
+    )
+    for name in [k for k in first if k in second]:
+        old, new = first[name], second[name]
+        p50_a, p50_b = old["latency_ms"]["p50"], new["latency_ms"]["p50"]
+        latency_pct = 100 * (p50_b - p50_a) / p50_a
+        acc = 100 * (new["metrics"]["accuracy"] - old["metrics"]["accuracy"])
+        bacc = 100 * (new["metrics"]["balanced_accuracy"] - old["metrics"]["balanced_accuracy"])
+        recall_a = old["metrics"].get("binary", {}).get("defect_recall")
+        recall_b = new["metrics"].get("binary", {}).get("defect_recall")
+        recall = None if recall_a is None or recall_b is None else 100 * (recall_b - recall_a)
+        speed = "unchanged" if abs(latency_pct) < LATENCY_NOISE_PCT else ("slower" if latency_pct > 0 else "faster")
+        quality = "unchanged" if abs(acc) < 1e-9 and abs(bacc) < 1e-9 else ("worse" if acc + bacc < 0 else "better")
+        out.rows.append(
+            {
+                "artifact": name,
+                "p50_a": p50_a,
+                "p50_b": p50_b,
+                "latency_change_pct": latency_pct,
+                "speed": speed,
+                "accuracy_a": old["metrics"]["accuracy"],
+                "accuracy_b": new["metrics"]["accuracy"],
+                "accuracy_change_pts": acc,
+                "balanced_accuracy_change_pts": bacc,
+                "defect_recall_change_pts": recall,
+                "quality": quality,
+            }
+        )
+        if max_latency_regression is not None and latency_pct > max_latency_regression:
+            out.failures.append(
+                f"{name}: p50 {p50_a:.2f} -> {p50_b:.2f} ms (+{latency_pct:.1f} %, limit {max_latency_regression} %)"
+            )
+        if max_accuracy_drop is not None:
+            for label, change in (("accuracy", acc), ("balanced accuracy", bacc)):
+                if -change > max_accuracy_drop:
+                    out.failures.append(f"{name}: {label} {change:+.2f} points (limit -{max_accuracy_drop})")
+    return out
+
+
+def print_comparison(result: Comparison, *, name_a: str, name_b: str) -> None:
+    """Print the comparison as a rich table, then the missing artifacts and the exceeded limits."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=150)
+    table = Table(title=f"edgetl compare: {name_a} (A) -> {name_b} (B)")
+    for column in ("artifact", "p50 A ms", "p50 B ms", "latency", "acc. A", "acc. B", "acc. pts", "bal. acc. pts"):
+        table.add_column(column, justify="left" if column == "artifact" else "right")
+    table.add_column("defect recall pts", justify="right")
+    for r in result.rows:
+        speed_style = {"faster": "green", "slower": "red"}.get(r["speed"], "")
+        quality_style = {"better": "green", "worse": "red"}.get(r["quality"], "")
+        recall = r["defect_recall_change_pts"]
+        table.add_row(
+            r["artifact"],
+            f"{r['p50_a']:.2f}",
+            f"{r['p50_b']:.2f}",
+            f"[{speed_style}]{r['latency_change_pct']:+.1f} % {r['speed']}[/]"
+            if speed_style
+            else f"{r['latency_change_pct']:+.1f} % {r['speed']}",
+            f"{r['accuracy_a']:.4f}",
+            f"{r['accuracy_b']:.4f}",
+            f"[{quality_style}]{r['accuracy_change_pts']:+.2f} {r['quality']}[/]"
+            if quality_style
+            else f"{r['accuracy_change_pts']:+.2f}",
+            f"{r['balanced_accuracy_change_pts']:+.2f}",
+            "-" if recall is None else f"{recall:+.2f}",
+        )
+    console.print(table)
+    for name in result.only_in_a:
+        console.print(f"only in A: {name}")
+    for name in result.only_in_b:
+        console.print(f"only in B: {name}")
+    for failure in result.failures:
+        console.print(f"[bold red]limit exceeded:[/] {failure}", soft_wrap=True)
+    if not result.rows:
+        console.print("no artifact (target + precision) is in both reports.")

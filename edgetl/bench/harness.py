@@ -1,0 +1,180 @@
+"""Bench every artifact of a run: one worker process per artifact for speed, accuracy computed here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.config import BenchConfig
+from edgetl.files import atomic_path, read_json, sha256_file, write_json_atomic
+
+THRESHOLD_FILE = "threshold.json"
+# End-to-end timing cycles through this many test images (decoded from disk on every call).
+E2E_FILES = 64
+
+
+class BenchError(RuntimeError):
+    """A measurement that could not be made; the message names the artifact and what to do."""
+
+
+def reference_logits(
+    checkpoint: Path, inputs: dict[str, np.ndarray], cache: Path, *, threads: int
+) -> dict[str, np.ndarray]:
+    """FP32 PyTorch logits of each split, cached in ``cache`` (.npz) under a key of checkpoint and input bytes.
+
+    Eager PyTorch is the slowest part of a bench on a small CPU; a re-bench of the same model and data reuses it.
+    """
+    digest = hashlib.sha256(sha256_file(checkpoint).encode())
+    for split in sorted(inputs):
+        digest.update(split.encode())
+        digest.update(np.ascontiguousarray(inputs[split]).tobytes())
+    key = digest.hexdigest()
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as stored:
+            if str(stored["key"]) == key and set(stored.files) >= set(inputs):
+                return {split: stored[split] for split in inputs}
+    import torch
+
+    from edgetl.models import load_checkpoint
+
+    torch.set_num_threads(threads)
+    model, _ = load_checkpoint(checkpoint)
+    out: dict[str, Any] = {}
+    with torch.inference_mode():
+        for split, x in inputs.items():
+            out[split] = np.concatenate([model(torch.from_numpy(x[i : i + 16])).numpy() for i in range(0, len(x), 16)])
+    with atomic_path(cache) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, key=np.array(key), **out)
+    return out
+
+
+def run_worker(request: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """Measure one artifact in a fresh Python process (``edgetl.bench.worker``) and return its result."""
+    out = Path(request["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    request_file = out / "request.json"
+    # Scratch space of this process, removed afterwards: no atomic write or fsync needed.
+    request_file.write_text(json.dumps(request), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgetl.bench.worker", str(request_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=workdir,
+        env=os.environ.copy(),
+    )
+    if proc.returncode != 0 or not (out / "result.json").is_file():
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise BenchError(
+            f"measuring {request['artifact']} failed (exit {proc.returncode}):\n{tail}\n"
+            "Recompile it with 'edgetl compile RUN --target ...' or drop that --target."
+        )
+    return dict(read_json(out / "result.json"))
+
+
+def accuracy_section(
+    logits: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    classes: list[str],
+    slices: list[str],
+    settings: BenchConfig,
+    good_index: int | None,
+) -> dict[str, Any]:
+    """Test metrics, the reject threshold tuned on validation, and per-slice metrics of one model."""
+    from edgetl.bench.accuracy import (
+        binary_metrics,
+        classification_metrics,
+        defect_scores,
+        reject_threshold,
+        slice_metrics,
+    )
+
+    test = logits["test"]
+    metrics = classification_metrics(labels["test"], test.argmax(1), classes)
+    threshold = None
+    if good_index is not None:
+        threshold = reject_threshold(
+            defect_scores(logits["val"], good_index),
+            labels["val"] != good_index,
+            max_false_reject=settings.max_false_reject,
+        )
+        metrics["binary"] = binary_metrics(
+            defect_scores(test, good_index), labels["test"] != good_index, threshold=threshold["threshold"]
+        )
+    per_slice = slice_metrics(
+        labels["test"],
+        test,
+        slices,
+        classes,
+        good_index=good_index,
+        threshold=None if threshold is None else threshold["threshold"],
+        max_gap=settings.slice_gap,
+        min_images=settings.min_slice_images,
+    )
+    return {"metrics": metrics, "threshold": threshold, "slices": per_slice}
+
+
+def write_threshold(folder: Path, threshold: dict[str, Any], *, classes: list[str], good_index: int) -> None:
+    """Store an artifact's reject threshold beside it (targets/<profile>/<precision>/threshold.json)."""
+    write_json_atomic(
+        folder / THRESHOLD_FILE,
+        {
+            **threshold,
+            "good_class": classes[good_index],
+            "score": f"1 - softmax(logits)[{good_index}]  (probability of not '{classes[good_index]}')",
+            "rule": "reject the part when score >= threshold",
+            "tuned_on": "validation split",
+        },
+    )
+
+
+def measure_artifacts(
+    folders: list[Path],
+    inputs: dict[str, np.ndarray],
+    images: list[Path],
+    settings: BenchConfig,
+    *,
+    threads: int,
+    workdir: Path,
+    log: Callable[[str], None] | None = None,
+) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
+    """Run one worker per artifact folder, one after the other; returns (result, logits per split) each."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="edgetl-bench-") as tmp:
+        files = {}
+        for split, x in inputs.items():
+            files[split] = str(Path(tmp) / f"inputs_{split}.npy")
+            np.save(files[split], x)
+        for i, folder in enumerate(folders):
+            request = {
+                "artifact": str(Path(folder).resolve()),
+                "out": str(Path(tmp) / f"artifact_{i}"),
+                "threads": threads,
+                "inputs": files,
+                "images": [str(p) for p in images[:E2E_FILES]],
+                "warmup": settings.warmup,
+                "warmup_seconds": settings.warmup_seconds,
+                "iterations": settings.iterations,
+                "duration_s": settings.duration_s,
+                "deadline_ms": settings.deadline_ms,
+                "e2e_iterations": settings.e2e_iterations,
+                "batch_sizes": settings.batch_sizes,
+                "throughput_seconds": settings.throughput_seconds,
+            }
+            started = time.perf_counter()
+            result = run_worker(request, workdir)
+            if log is not None:
+                log(f"measured {folder} in {time.perf_counter() - started:.1f} s")
+            logits = {split: np.load(path, allow_pickle=False) for split, path in result.pop("logits").items()}
+            results.append((result, logits))
+    return results
