@@ -110,11 +110,13 @@ def write_bundle(
     host_metrics: dict[str, Any],
     provenance: dict[str, Any],
     name: str,
+    thresholds: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the bundle folder atomically (an earlier bundle survives until the new one is complete).
 
     ``models``: precision -> prepared ONNX (model.onnx, model.fp16.onnx, model.qdq.onnx); ``references``:
-    precision -> reference logits of ``golden_inputs``.
+    precision -> reference logits of ``golden_inputs``; ``thresholds``: precision -> reject threshold (two-class
+    models), written to thresholds.json.
     """
     from edgetl.deploy.deepstream import write_deepstream
     from edgetl.deploy.triton import Kind, TritonModel, write_model
@@ -128,6 +130,8 @@ def write_bundle(
                 shutil.copyfile(path, tmp / path.name)
         write_text_atomic(tmp / "labels.txt", "\n".join(classes) + "\n")
         write_json_atomic(tmp / "preprocess.json", spec.model_dump(mode="json"))
+        if thresholds:
+            write_json_atomic(tmp / "thresholds.json", {p: thresholds[p] for p in models if p in thresholds})
 
         (tmp / "parity").mkdir()
         np.save(tmp / PARITY_INPUTS, golden_inputs.astype(np.float32), allow_pickle=False)
@@ -176,6 +180,7 @@ def write_bundle(
                 "tolerance": {p: TOLERANCE[p] for p in models},
                 "reference_of": {p: "QDQ model on the build host" if p == "int8" else "FP32 model" for p in models},
             },
+            "thresholds": "thresholds.json" if thresholds else None,
             "deepstream": [f"deepstream/{f}" for f in deepstream],
             "triton": [f"triton/{f}" for f in triton],
             "host_metrics": host_metrics,

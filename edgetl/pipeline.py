@@ -337,30 +337,43 @@ def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> di
             return np.concatenate([runner.infer(x[i : i + 1]) for i in range(len(x))])
 
     x_test, y_test, _ = _split_inputs(dataset, spec, "test")
+    x_val, y_val, names_val = _split_inputs(dataset, spec, "val")
     fp32_onnx = run.export / "model.onnx"
-    fp32_test = logits_of(fp32_onnx, "fp32", x_test)
-    fp32_metrics = classification_metrics(y_test, fp32_test.argmax(1), dataset.classes)
-    host: dict[str, Any] = {"split": "test", "runtime": "onnxruntime-cpu", "fp32_onnx": fp32_metrics}
+    test_logits = {"fp32": logits_of(fp32_onnx, "fp32", x_test)}
+    val_logits = {"fp32": logits_of(fp32_onnx, "fp32", x_val)}
     for precision, path in models.items():
-        logits = fp32_test if precision == "fp32" else logits_of(path, precision, x_test)
-        metrics = classification_metrics(y_test, logits.argmax(1), dataset.classes)
+        if precision != "fp32":
+            test_logits[precision] = logits_of(path, precision, x_test)
+            val_logits[precision] = logits_of(path, precision, x_val)
+    classes = list(dataset.classes)
+    fp32_metrics = classification_metrics(y_test, test_logits["fp32"].argmax(1), classes)
+    host: dict[str, Any] = {"split": "test", "runtime": "onnxruntime-cpu", "fp32_onnx": fp32_metrics}
+    thresholds = _bundle_thresholds(config, dataset, val_logits, y_val)
+    for precision, path in models.items():
+        logits = test_logits[precision]
+        metrics = classification_metrics(y_test, logits.argmax(1), classes)
         host[precision] = {
             "onnx": path.name,
             "accuracy": metrics["accuracy"],
             "balanced_accuracy": metrics["balanced_accuracy"],
             "accuracy_delta_vs_fp32": metrics["accuracy"] - fp32_metrics["accuracy"],
-            "vs_fp32": agreement(logits, fp32_test),
+            "vs_fp32": agreement(logits, test_logits["fp32"]),
             "metrics": metrics,
         }
+        if precision in thresholds:
+            from edgetl.bench.accuracy import binary_metrics, defect_scores
+
+            good = classes.index(thresholds[precision]["good_class"])
+            host[precision]["binary"] = binary_metrics(
+                defect_scores(logits, good), y_test != good, threshold=thresholds[precision]["threshold"]
+            )
         _log(
             f"host check {profile.name} {precision} ({path.name} in ONNX Runtime): accuracy "
             f"{metrics['accuracy']:.4f} (FP32 {fp32_metrics['accuracy']:.4f}), "
             f"agreement {host[precision]['vs_fp32']['top1_agreement']:.4f}"
         )
 
-    x_val, _, names_val = _split_inputs(dataset, spec, "val")
-    fp32_val = logits_of(fp32_onnx, "fp32", x_val)
-    val_refs: dict[str, np.ndarray] = {p: fp32_val if p != "int8" else logits_of(models[p], p, x_val) for p in models}
+    val_refs = {p: val_logits["fp32"] if p != "int8" else val_logits["int8"] for p in models}
     golden = select_golden(val_refs)
     references = {p: ref[golden] for p, ref in val_refs.items()}
     checkpoint = run.train / "model.pt"
@@ -376,6 +389,7 @@ def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> di
         golden_names=[names_val[i] for i in golden],
         references=references,
         host_metrics=host,
+        thresholds=thresholds,
         provenance={
             "run": run.root.name,
             "checkpoint_sha256": sha256_file(checkpoint) if checkpoint.is_file() else None,
@@ -386,6 +400,33 @@ def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> di
         },
         name=config.name,
     )
+
+
+def _bundle_thresholds(
+    config: BuildConfig, dataset: Dataset, val_logits: dict[str, np.ndarray], y_val: np.ndarray
+) -> dict[str, Any]:
+    """Two-class models: each precision's reject threshold, tuned on validation for bench.max_false_reject."""
+    from edgetl.bench.accuracy import defect_scores, good_class_index, reject_threshold
+
+    classes = list(dataset.classes)
+    if len(classes) != 2:
+        return {}
+    counts = [sum(1 for s in dataset.split("train") if s.label == c) for c in classes]
+    good = good_class_index(classes, good=config.bench.good_class, counts=counts)
+    if (y_val == good).all() or (y_val != good).all():
+        return {}
+    return {
+        precision: {
+            **reject_threshold(
+                defect_scores(logits, good), y_val != good, max_false_reject=config.bench.max_false_reject
+            ),
+            "good_class": classes[good],
+            "score": f"1 - softmax(logits)[{good}]  (probability of not '{classes[good]}')",
+            "rule": "reject the part when score >= threshold",
+            "tuned_on": "validation split, this precision's ONNX in ONNX Runtime on the build host",
+        }
+        for precision, logits in val_logits.items()
+    }
 
 
 def build(config: BuildConfig, *, force: bool = False, progress: bool = True, resume: bool = False) -> dict[str, Any]:

@@ -41,6 +41,10 @@ def test_bundle_is_complete(trt_run):
     assert provenance["qdq_check"]["per_channel_weights"] > 0
     host = manifest["host_metrics"]
     assert host["split"] == "test" and 0 <= host["int8"]["accuracy"] <= 1
+    thresholds = json.loads((folder / "thresholds.json").read_text())
+    assert set(thresholds) == {"fp32", "fp16", "int8"} and thresholds["int8"]["good_class"] == "good"
+    assert all(t["val_false_reject"] <= t["max_false_reject"] for t in thresholds.values())
+    assert "defect_recall" in json.dumps(host["int8"]["binary"])
     assert any(p.startswith("deepstream/config_infer_int8") for p in manifest["files"])
     assert any(p.endswith("config.pbtxt") for p in manifest["files"])
     assert manifest["on_device"].startswith("edgetl compile ")
