@@ -183,6 +183,31 @@ def gallery(report: dict[str, Any]) -> str:
     return "".join(parts) or "<p>Every artifact agrees with FP32 PyTorch on every test image.</p>"
 
 
+def bundle_sections(bundles: dict[str, Any]) -> list[str]:
+    """TensorRT bundles: host checks per precision and the command to run on the device."""
+    out: list[str] = []
+    for name, b in bundles.items():
+        trt = b["tensorrt"]
+        jetpack = f", JetPack {trt['jetpack']}" if trt.get("jetpack") else ""
+        rows = []
+        for precision, file in b["models"].items():
+            h = b["host_metrics"][precision]
+            recall = h.get("binary", {}).get("defect_recall")
+            rows.append(
+                [precision, file, f"{h['accuracy']:.3f}", f"{h['accuracy_delta_vs_fp32'] * 100:+.1f}",
+                 f"{h['vs_fp32']['top1_agreement']:.3f}", "-" if recall is None else f"{recall * 100:.1f} %"]
+            )  # fmt: skip
+        built = "built here" if b.get("engines_built_here") else "not built here: they are built on the device"
+        out += [
+            f"<h2>Device bundle {_esc(name)} (TensorRT {_esc(trt['version'])}{_esc(jetpack)})</h2>",
+            f"<p>{_esc(b['path'])}; parity pack of {b['parity_images']} images. Checked on the build host in ONNX "
+            "Runtime on the test split (INT8 as unfused Q/DQ). TensorRT engines: "
+            f"{_esc(built)}. On the device: <code>{_esc(b['on_device'])}</code></p>",
+            _table(["precision", "model", "accuracy", "vs FP32 (pts)", "agreement", "defect recall"], rows),
+        ]
+    return out
+
+
 def html_report(report: dict[str, Any]) -> str:
     """The whole report as one HTML page."""
     ds, model, bench = report["dataset"], report["model"], report["bench"]
@@ -254,6 +279,7 @@ def html_report(report: dict[str, Any]) -> str:
         ]
     if report["artifacts"]:
         body += ["<h2>Images where an artifact disagrees with FP32 PyTorch</h2>", gallery(report)]
+    body += bundle_sections(report.get("bundles", {}))
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>edgetl report: {_esc(report['run'])}</title><style>{CSS}</style></head>"
