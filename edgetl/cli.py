@@ -415,7 +415,13 @@ def targets() -> None:
 
     for profile in available_profiles().values():
         try:
-            here = "available" if get_target(profile.backend).is_available() else "backend not installed"
+            target = get_target(profile.backend)
+            if target.is_available():
+                here = "available"
+            elif target.compiles_without_backend:
+                here = "not here: builds write the device bundle, engines are built on the device"
+            else:
+                here = "backend not installed"
         except Exception as exc:
             here = str(exc)
         aliases = f" (aliases: {', '.join(profile.aliases)})" if profile.aliases else ""
