@@ -232,7 +232,7 @@ repository; TensorRT plans are added by `edgetl compile`). manifest.json holds t
 # --- on the device ------------------------------------------------------------------------------------------
 
 
-def _host_runner(path: Path, precision: str) -> Any:
+def host_runner(path: Path, precision: str) -> Any:
     """ONNX Runtime on this machine's CPU: the stand-in where no engine was built."""
     from edgetl.targets.onnxruntime import OnnxRuntimeRunner
 
@@ -254,7 +254,7 @@ def runners(folder: Path, manifest: dict[str, Any]) -> dict[str, tuple[str, Any]
             found[precision] = ("tensorrt", lambda a=artifact: TensorRTTarget().load(a))
         else:
             path = folder / model["onnx"]
-            found[precision] = ("onnxruntime-cpu", lambda p=path, q=precision: _host_runner(p, q))
+            found[precision] = ("onnxruntime-cpu", lambda p=path, q=precision: host_runner(p, q))
     return found
 
 
@@ -304,7 +304,7 @@ def compile_bundle(folder: Path, *, precisions: list[str] | None = None, verify:
     """Build the TensorRT engines of a bundle on this device, add the plans to triton/, then verify."""
     from edgetl.files import atomic_path
     from edgetl.targets.base import Artifact
-    from edgetl.targets.tensorrt import ENGINE_FILE, TensorRTTarget, build_engine, device_fingerprint
+    from edgetl.targets.tensorrt import ENGINE_FILE, TensorRTTarget, build_engine, device_fingerprint, weakly_typed
 
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -314,9 +314,7 @@ def compile_bundle(folder: Path, *, precisions: list[str] | None = None, verify:
     target.require()
     if not target.is_available():
         raise BundleError(f"no NVIDIA GPU is visible here; run 'edgetl compile {folder}' on the device.")
-    import tensorrt as trt
-
-    weak = hasattr(trt.BuilderFlag, "FP16")
+    weak = weakly_typed()
     built = {}
     for precision in precisions or list(manifest["models"]):
         model = manifest["models"][precision]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,18 @@ def fold_to_gray(model: Classifier) -> None:
     raise ValueError("model has no convolution to fold")
 
 
+def load_plain(path: Path, *, refused: Callable[[str], Exception]) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers only, never code.
+
+    A file that is anything else (a pickle that would run code, a damaged file) raises ``refused(reason)``, where
+    reason is the name of torch's exception.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise refused(type(exc).__name__) from exc
+
+
 def build_classifier(
     arch: str,
     num_classes: int,
@@ -199,14 +212,14 @@ def build_classifier(
         raise ValueError(f"unknown arch {arch!r}; pick one of {', '.join(ARCHS)}")
     base = _torchvision_model(arch)
     if weights_file is not None:
-        try:
-            state = torch.load(weights_file, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise WeightsError(
+        state = load_plain(
+            weights_file,
+            refused=lambda why: WeightsError(
                 f"{weights_file} is refused: it is not a plain tensor file that loads with weights_only=True "
-                f"({type(exc).__name__}); it may carry code. Use torchvision's weight file or a state_dict saved "
+                f"({why}); it may carry code. Use torchvision's weight file or a state_dict saved "
                 "with torch.save(model.state_dict(), path)."
-            ) from exc
+            ),
+        )
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         missing, unexpected = base.load_state_dict(state, strict=False)
@@ -237,13 +250,13 @@ def load_checkpoint(path: Path) -> tuple[Classifier, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} is missing; run 'edgetl train' on the run first.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
+    payload = load_plain(
+        path,
+        refused=lambda why: ValueError(
             f"{path} is not a loadable edgetl checkpoint: refused by torch.load(weights_only=True) "
-            f"({type(exc).__name__}); it may be damaged or carry code. Retrain with 'edgetl train' to rewrite it."
-        ) from exc
+            f"({why}); it may be damaged or carry code. Retrain with 'edgetl train' to rewrite it."
+        ),
+    )
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an edgetl checkpoint (format {CHECKPOINT_FORMAT} expected).")
     meta = payload["meta"]

@@ -311,8 +311,7 @@ def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> di
     the validation split.
     """
     from edgetl.bench.accuracy import agreement, classification_metrics
-    from edgetl.bundle import _host_runner as host_runner
-    from edgetl.bundle import select_golden, write_bundle
+    from edgetl.bundle import host_runner, select_golden, write_bundle
     from edgetl.preprocess import PreprocessSpec
 
     if profile.tensorrt is None:
@@ -326,11 +325,13 @@ def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> di
     spec = PreprocessSpec.model_validate(meta["preprocess"])
     dataset = load_split(run.data)
     models: dict[str, Path] = {}
+    details: dict[str, dict[str, Any]] = {}
     for wanted in profile.precisions:
         folder = run.target(profile.name, wanted)
         if not (folder / "artifact.json").is_file():
             raise FileNotFoundError(f"{folder} is missing; run 'edgetl compile {run.root} --target {profile.name}'.")
-        models[wanted] = folder / read_json(folder / "artifact.json")["details"]["onnx"]
+        details[wanted] = read_json(folder / "artifact.json")["details"]
+        models[wanted] = folder / details[wanted]["onnx"]
 
     def logits_of(path: Path, precision: str, x: np.ndarray) -> np.ndarray:
         with host_runner(path, precision) as runner:
@@ -377,7 +378,7 @@ def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> di
     golden = select_golden(val_refs)
     references = {p: ref[golden] for p, ref in val_refs.items()}
     checkpoint = run.train / "model.pt"
-    int8_details = read_json(run.target(profile.name, "int8") / "artifact.json")["details"] if "int8" in models else {}
+    int8_details = details.get("int8", {})
     return write_bundle(
         run.root / "bundle" / profile.name,
         profile=profile,

@@ -298,23 +298,37 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+BUNDLE_HEADER = ["precision", "model", "accuracy", "vs FP32 (pts)", "agreement", "defect recall"]
+
+
+def bundle_title(name: str, bundle: dict[str, Any]) -> str:
+    """'Device bundle <profile> (TensorRT x.y, JetPack z)'."""
+    trt = bundle["tensorrt"]
+    jetpack = f", JetPack {trt['jetpack']}" if trt.get("jetpack") else ""
+    return f"Device bundle {name} (TensorRT {trt['version']}{jetpack})"
+
+
+def bundle_rows(bundle: dict[str, Any]) -> list[list[str]]:
+    """One row per precision of a bundle's host checks (BUNDLE_HEADER)."""
+    rows = []
+    for precision, file in bundle["models"].items():
+        h = bundle["host_metrics"][precision]
+        recall = h.get("binary", {}).get("defect_recall")
+        rows.append(
+            [precision, file, _fmt(h["accuracy"]), f"{h['accuracy_delta_vs_fp32'] * 100:+.1f}",
+             _fmt(h["vs_fp32"]["top1_agreement"]), "-" if recall is None else f"{recall * 100:.1f} %"]
+        )  # fmt: skip
+    return rows
+
+
 def _bundle_lines(bundles: dict[str, Any]) -> list[str]:
     """TensorRT bundles: what was checked on the build host, and the command for the device."""
     lines: list[str] = []
     for name, b in bundles.items():
-        trt = b["tensorrt"]
-        jetpack = f", JetPack {trt['jetpack']}" if trt.get("jetpack") else ""
-        lines += ["", f"## Device bundle {name} (TensorRT {trt['version']}{jetpack})", ""]
+        lines += ["", f"## {bundle_title(name, b)}", ""]
         lines += [f"`{b['path']}`, parity pack of {b['parity_images']} images. Checked on the build host "
                   "(ONNX Runtime, test split; INT8 as unfused Q/DQ):", ""]  # fmt: skip
-        rows = []
-        for precision, file in b["models"].items():
-            h = b["host_metrics"][precision]
-            rows.append(
-                [precision, f"`{file}`", _fmt(h["accuracy"]), f"{h['accuracy_delta_vs_fp32'] * 100:+.1f}",
-                 _fmt(h["vs_fp32"]["top1_agreement"])]
-            )  # fmt: skip
-        lines += _table(["precision", "model", "accuracy", "vs FP32 (pts)", "agreement"], rows)
+        lines += _table(BUNDLE_HEADER, bundle_rows(b))
         built = "built here" if b.get("engines_built_here") else "not built here (built on the device)"
         lines += ["", f"TensorRT engines: {built}. On the device: `{b['on_device']}`."]
     return lines

@@ -8,7 +8,17 @@ import io
 from pathlib import Path
 from typing import Any
 
-from edgetl.report import HEADER, _binary_row, _name, _slice_rows, artifact_rows, latency_rows
+from edgetl.report import (
+    BUNDLE_HEADER,
+    HEADER,
+    _binary_row,
+    _name,
+    _slice_rows,
+    artifact_rows,
+    bundle_rows,
+    bundle_title,
+    latency_rows,
+)
 
 # Thumbnails shown per artifact in the gallery of images where it disagrees with FP32.
 GALLERY_MAX = 24
@@ -187,23 +197,13 @@ def bundle_sections(bundles: dict[str, Any]) -> list[str]:
     """TensorRT bundles: host checks per precision and the command to run on the device."""
     out: list[str] = []
     for name, b in bundles.items():
-        trt = b["tensorrt"]
-        jetpack = f", JetPack {trt['jetpack']}" if trt.get("jetpack") else ""
-        rows = []
-        for precision, file in b["models"].items():
-            h = b["host_metrics"][precision]
-            recall = h.get("binary", {}).get("defect_recall")
-            rows.append(
-                [precision, file, f"{h['accuracy']:.3f}", f"{h['accuracy_delta_vs_fp32'] * 100:+.1f}",
-                 f"{h['vs_fp32']['top1_agreement']:.3f}", "-" if recall is None else f"{recall * 100:.1f} %"]
-            )  # fmt: skip
         built = "built here" if b.get("engines_built_here") else "not built here: they are built on the device"
         out += [
-            f"<h2>Device bundle {_esc(name)} (TensorRT {_esc(trt['version'])}{_esc(jetpack)})</h2>",
+            f"<h2>{_esc(bundle_title(name, b))}</h2>",
             f"<p>{_esc(b['path'])}; parity pack of {b['parity_images']} images. Checked on the build host in ONNX "
             "Runtime on the test split (INT8 as unfused Q/DQ). TensorRT engines: "
             f"{_esc(built)}. On the device: <code>{_esc(b['on_device'])}</code></p>",
-            _table(["precision", "model", "accuracy", "vs FP32 (pts)", "agreement", "defect recall"], rows),
+            _table(BUNDLE_HEADER, bundle_rows(b)),
         ]
     return out
 

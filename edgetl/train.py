@@ -24,7 +24,7 @@ from edgetl.augment import augment_batch
 from edgetl.config import BuildConfig, ConfigError, TrainConfig
 from edgetl.data.dataset import Dataset, Sample
 from edgetl.files import atomic_path, read_json, sha256_bytes, write_json_atomic, write_text_atomic
-from edgetl.models import ARCHS, Classifier, build_classifier, resolve_weights, save_checkpoint
+from edgetl.models import ARCHS, Classifier, build_classifier, load_plain, resolve_weights, save_checkpoint
 from edgetl.preprocess import PreprocessSpec, decode_image, normalize, resized_uint8, torch_normalize
 from edgetl.versions import host_info, library_versions
 
@@ -183,13 +183,13 @@ def _save_resume(path: Path, state: dict[str, Any]) -> None:
 
 
 def _load_resume(path: Path, fingerprint: str) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ResumeError(
-            f"{path} is refused: not a resume checkpoint that loads with weights_only=True ({type(exc).__name__}); "
+    state = load_plain(
+        path,
+        refused=lambda why: ResumeError(
+            f"{path} is refused: not a resume checkpoint that loads with weights_only=True ({why}); "
             "delete it and train without --resume."
-        ) from exc
+        ),
+    )
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise ResumeError(f"{path} is not an edgetl resume checkpoint; delete it and train without --resume.")
     if state.get("fingerprint") != fingerprint:

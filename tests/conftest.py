@@ -62,27 +62,11 @@ def tree_hashes(root: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory):
-    """One tiny run built through every stage, shared by the stage, bench and report tests.
-
-    Returns (config, run, report, images, hashes of the images before the run).
-    """
-    from edgetl.pipeline import (
-        init_run,
-        stage_bench,
-        stage_calibrate,
-        stage_compile,
-        stage_data,
-        stage_export,
-        stage_train,
-    )
+def build_through_compile(config: BuildConfig):
+    """init, data, train, export, calibrate and compile for every target of ``config``; returns the RunDir."""
+    from edgetl.pipeline import init_run, stage_calibrate, stage_compile, stage_data, stage_export, stage_train
     from edgetl.targets.profiles import resolve_profile
 
-    base = tmp_path_factory.mktemp("tiny")
-    images = make_image_folder(base / "images", per_class=12, size=40)
-    before = tree_hashes(images)
-    config = tiny_config(images, base / "runs")
     run = init_run(config)
     stage_data(config, run)
     stage_train(config, run, progress=False)
@@ -90,6 +74,23 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory):
     stage_calibrate(config, run)
     for name in config.targets:
         stage_compile(config, run, resolve_profile(name))
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    """One tiny run built through every stage, shared by the stage, bench and report tests.
+
+    Returns (config, run, report, images, hashes of the images before the run).
+    """
+    from edgetl.pipeline import stage_bench
+    from edgetl.targets.profiles import resolve_profile
+
+    base = tmp_path_factory.mktemp("tiny")
+    images = make_image_folder(base / "images", per_class=12, size=40)
+    before = tree_hashes(images)
+    config = tiny_config(images, base / "runs")
+    run = build_through_compile(config)
     report = stage_bench(config, run, [resolve_profile(n) for n in config.targets])
     return config, run, report, images, before
 
@@ -97,25 +98,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def trt_run(tmp_path_factory: pytest.TempPathFactory):
     """A tiny run built for the jetson profile: prepared TensorRT inputs and the device bundle."""
-    from edgetl.pipeline import (
-        init_run,
-        stage_bundle,
-        stage_calibrate,
-        stage_compile,
-        stage_data,
-        stage_export,
-        stage_train,
-    )
+    from edgetl.pipeline import stage_bundle
     from edgetl.targets.profiles import resolve_profile
 
     base = tmp_path_factory.mktemp("trt")
     images = make_image_folder(base / "images", per_class=16, size=40)
     config = tiny_config(images, base / "runs", targets=["jetson"], calibration__samples=12)
-    run = init_run(config)
-    stage_data(config, run)
-    stage_train(config, run, progress=False)
-    stage_export(config, run)
-    stage_calibrate(config, run)
-    stage_compile(config, run, resolve_profile("jetson"))
+    run = build_through_compile(config)
     manifest = stage_bundle(config, run, resolve_profile("jetson"))
     return config, run, manifest

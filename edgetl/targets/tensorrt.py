@@ -101,7 +101,7 @@ def build_engine(
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    strongly_typed = not hasattr(trt.BuilderFlag, "FP16")
+    strongly_typed = not weakly_typed()
     flags = 0
     if int(trt.__version__.split(".")[0]) < 10:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
@@ -224,7 +224,7 @@ class TensorRTTarget(Target):
         onnx_file = ONNX_FILES[precision]
         if self.is_available():
             assert profile.tensorrt is not None
-            source = out / ("model.onnx" if precision == "fp16" and _weakly_typed() else onnx_file)
+            source = out / ("model.onnx" if precision == "fp16" and weakly_typed() else onnx_file)
             details["engine_build"] = build_engine(
                 source, out / ENGINE_FILE, precision=precision, spec=profile.tensorrt
             )
@@ -255,7 +255,8 @@ def check_engine(recorded: dict[str, Any], folder: Path) -> None:
         )
 
 
-def _weakly_typed() -> bool:
+def weakly_typed() -> bool:
+    """True when this TensorRT takes precision from builder flags (8.x, 10.x), False when strongly typed."""
     import tensorrt as trt
 
     return hasattr(trt.BuilderFlag, "FP16")
@@ -281,7 +282,8 @@ def prepare_onnx(
 
     if precision not in profile.precisions:
         raise ValueError(f"profile {profile.name} builds {', '.join(profile.precisions)}, not {precision}.")
-    shutil.copyfile(onnx, out / ONNX_FILES["fp32"])
+    if precision in ("fp32", "fp16"):
+        shutil.copyfile(onnx, out / ONNX_FILES["fp32"])
     if precision == "fp32":
         return {"onnx": ONNX_FILES["fp32"]}
     if precision == "fp16":
@@ -289,7 +291,6 @@ def prepare_onnx(
         return {"onnx": ONNX_FILES["fp16"], "weakly_typed_onnx": ONNX_FILES["fp32"]}
     if calib is None:
         raise ValueError("INT8 needs a calibration set; run 'edgetl calibrate' first.")
-    (out / ONNX_FILES["fp32"]).unlink()
     q = profile.quantization
     details = quantize_qdq(
         onnx,
