@@ -26,7 +26,6 @@ PARITY_INPUTS = "parity/inputs.npy"
 # compared with the FP32 logits; INT8 engines with the QDQ model's logits computed on the build host.
 TOLERANCE = {"fp32": 0.05, "fp16": 0.25, "int8": 0.5}
 MIN_MARGIN = 2 * max(TOLERANCE.values())  # golden images whose top-1 cannot flip within tolerance
-DEVICE_FOLDERS = ("engines", "verify.json", "bench.json")  # written on the device, outside the manifest
 
 
 class BundleError(ValueError):
