@@ -98,6 +98,7 @@ def build(
     strategy: Annotated[str | None, typer.Option(help="auto, linear, partial or full.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
     gray: Annotated[bool | None, typer.Option("--gray/--rgb", help="Fold the first conv to one channel.")] = None,
+    device: Annotated[str | None, typer.Option(help="Training device: cpu, cuda or auto.")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild an existing run in place.")] = False,
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted build: training goes on from its last epoch.")
@@ -115,6 +116,7 @@ def build(
                 "train.strategy": strategy,
                 "train.epochs": epochs,
                 "model.gray": gray,
+                "train.device": device,
             },
         )
         from edgetl.pipeline import build as run_build

@@ -107,6 +107,11 @@ class TrainConfig(StrictModel):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     seed: int = Field(0)
     threads: int | None = Field(None, ge=1, description="CPU threads; None uses every core.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "cpu",
+        description="Where the trained blocks run: cpu (bit-reproducible), cuda (an NVIDIA GPU, several times "
+        "faster, reproducible up to floating-point order) or auto (cuda when torch sees one).",
+    )
 
     @model_validator(mode="after")
     def _int8_views_need_ort(self) -> TrainConfig:

@@ -81,22 +81,46 @@ class _Prefix(nn.Module):
         return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1) if self.pool else x
 
 
+def resolve_device(requested: str) -> torch.device:
+    """The torch device for ``train.device`` (auto, cpu or cuda).
+
+    Raises:
+        ConfigError: cuda was asked for and torch sees no CUDA GPU.
+    """
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"train.device is cuda but this torch ({torch.__version__}) sees no CUDA GPU; set train.device to cpu "
+            "or auto, or install a CUDA build of torch on a machine with an NVIDIA driver."
+        )
+    return torch.device("cuda" if requested != "cpu" and torch.cuda.is_available() else "cpu")
+
+
 def prefix_runner(
-    model: Classifier, start: int, spec: PreprocessSpec, backend: str, *, int8_calibration: np.ndarray | None = None
+    model: Classifier,
+    start: int,
+    spec: PreprocessSpec,
+    backend: str,
+    *,
+    int8_calibration: np.ndarray | None = None,
+    device: torch.device | None = None,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """A function computing the frozen prefix on normalised NCHW batches with the chosen runtime.
 
     With ``int8_calibration`` (normalised NCHW images) the prefix is first quantized to INT8 QDQ
-    (onnxruntime only), as the deployed INT8 model computes it.
+    (onnxruntime only), as the deployed INT8 model computes it. ``device`` is where the torch backend runs.
     """
     prefix = _Prefix(model, start).eval()
     if backend == "torch":
+        target = device or torch.device("cpu")
+        prefix = prefix.to(target)
 
         def run_torch(x: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
-                return prefix(torch.from_numpy(x)).numpy()
+                return prefix(torch.from_numpy(x).to(target)).cpu().numpy()
 
         return run_torch
+    # The runtimes get a CPU copy: the model itself may live on the GPU.
+    prefix = copy.deepcopy(prefix).cpu()
     from edgetl.export import export_module
 
     example = torch.zeros(1, spec.channels, spec.input_size, spec.input_size)
@@ -153,10 +177,11 @@ def _evaluate(
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
     model.eval()
+    device = next(model.parameters()).device
     with torch.inference_mode():
-        logits = torch.cat([model.forward_from(x[i : i + batch], start) for i in range(0, len(x), batch)])
-        loss = float(loss_fn(logits, torch.from_numpy(y)).item())
-    pred = logits.argmax(1).numpy()
+        logits = torch.cat([model.forward_from(x[i : i + batch].to(device), start) for i in range(0, len(x), batch)])
+        loss = float(loss_fn(logits, torch.from_numpy(y).to(device)).item())
+    pred = logits.argmax(1).cpu().numpy()
     return {
         "loss": loss,
         "accuracy": float(accuracy_score(y, pred)),
@@ -227,6 +252,11 @@ def train_model(
     rng = np.random.default_rng(tc.seed)
     threads = tc.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
+    device = resolve_device(tc.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.cuda.manual_seed_all(tc.seed)
     spec = PreprocessSpec.for_channels(1 if mc.gray else 3, input_size=mc.input_size)
     weights_path, weights_sha = (None, None)
     if mc.pretrained:
@@ -242,7 +272,10 @@ def train_model(
     loss_fn = nn.CrossEntropyLoss(
         weight=_class_weights(y_train, len(dataset.classes), tc.class_weighting),
         label_smoothing=tc.label_smoothing,
-    )
+    ).to(device)
+    model = model.to(device)
+    # On a GPU the frozen blocks run there too (torch); the CPU runtimes are the fast path on a CPU.
+    cache_backend = "torch" if device.type == "cuda" and not tc.int8_views else tc.cache_backend
     columns = [
         TextColumn("{task.description}"),
         BarColumn(),
@@ -265,10 +298,11 @@ def train_model(
             p.requires_grad_(True)
         if cached:
             t0 = time.perf_counter()
-            run = prefix_runner(model, start, spec, tc.cache_backend)
+            run = prefix_runner(model, start, spec, cache_backend, device=device)
             views = []
             task = bar.add_task(
-                f"caching frozen blocks 0-{start - 1} ({tc.cache_backend})", total=tc.views + 1 + tc.int8_views
+                f"caching frozen blocks 0-{start - 1} ({cache_backend}, {device.type})",
+                total=tc.views + 1 + tc.int8_views,
             )
             x_val = torch.from_numpy(_batched(run, images_val, spec))
             bar.advance(task)
@@ -306,7 +340,7 @@ def train_model(
                     x = torch.from_numpy(np.stack([views[choice[j]][j] for j in idx]))
                 else:
                     x = torch_normalize(augment_batch(chw[torch.from_numpy(idx)], tc.augment, rng), spec)
-                yield _to_input(x, start), torch.from_numpy(y_train[idx])
+                yield _to_input(x, start).to(device, non_blocking=True), torch.from_numpy(y_train[idx]).to(device)
 
         steps = max(1, math.floor(len(train_s) / tc.batch_size))
         optimizer = torch.optim.AdamW(_param_groups(model, start, tc), weight_decay=tc.weight_decay)
@@ -327,6 +361,8 @@ def train_model(
             scheduler.load_state_dict(saved["scheduler"])
             rng.bit_generator.state = saved["numpy_rng"]
             torch.set_rng_state(saved["torch_rng"])
+            if device.type == "cuda" and "cuda_rng" in saved:
+                torch.cuda.set_rng_state(saved["cuda_rng"])
             history, best, best_state = list(saved["history"]), tuple(saved["best"]), saved["best_state"]
             best_epoch, stale, first_epoch = saved["best_epoch"], saved["stale"], saved["epoch"] + 1
             if progress:
@@ -354,7 +390,7 @@ def train_model(
                 if scheduler.last_epoch + 1 < scheduler.total_steps:
                     scheduler.step()
                 loss_sum += float(loss.item()) * len(y)
-                correct += int((logits.argmax(1) == y).sum())
+                correct += int((logits.argmax(1) == y).sum().item())
                 total += len(y)
             val = _evaluate(model, start, x_val, y_val, loss_fn)
             row = {
@@ -395,13 +431,14 @@ def train_model(
                     "best_state": best_state,
                     "best_epoch": best_epoch,
                     "stale": stale,
+                    **({"cuda_rng": torch.cuda.get_rng_state()} if device.type == "cuda" else {}),
                 },
             )
             if stale >= tc.patience:
                 break
         timings["train_s"] = time.perf_counter() - t_train
     model.load_state_dict(best_state)
-    model = model.to(memory_format=torch.contiguous_format)
+    model = model.cpu().to(memory_format=torch.contiguous_format)
     model.eval()
     best_row = history[best_epoch - 1]
     meta = {
@@ -411,6 +448,7 @@ def train_model(
         "dropout": mc.dropout,
         "strategy": strategy,
         "trained_from_block": start,
+        "device": device.type if device.type == "cpu" else f"cuda ({torch.cuda.get_device_name(device)})",
         "num_blocks": len(model.blocks),
         "best_epoch": best_epoch,
         "epochs_run": len(history),
