@@ -61,7 +61,7 @@ def main() -> int:
     fp32 = run.export / "model.onnx"
     spec = PreprocessSpec.model_validate_json(onnx_metadata(fp32)["edgetl.preprocess"])
     x, y, _ = _split_inputs(dataset, spec, "val")
-    calib = np.load(run.root / "calibration" / "calib.npy")
+    calib = np.load(run.root / "calibration" / "calib.npy", allow_pickle=False)
     reference, fp32_ms = _measure(fp32, x, args.threads)
     print(f"fp32: val accuracy {(reference == y).mean():.4f}, p50 {fp32_ms:.2f} ms")
     layouts = {
