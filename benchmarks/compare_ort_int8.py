@@ -12,31 +12,18 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 
-def _session(path: Path, threads: int):  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _measure(path: Path, x: np.ndarray, threads: int) -> tuple[np.ndarray, float]:
-    session = _session(path, threads)
-    predictions = np.array([session.run(None, {"input": x[i : i + 1]})[0].argmax() for i in range(len(x))])
-    for _ in range(30):
-        session.run(None, {"input": x[:1]})
-    times = []
-    for _ in range(200):
-        t0 = time.perf_counter()
-        session.run(None, {"input": x[:1]})
-        times.append(time.perf_counter() - t0)
-    return predictions, 1000 * float(np.median(times))
+    from edgetl.bench.latency import measure_latency
+    from edgetl.targets.onnxruntime import OnnxRuntimeRunner
+
+    runner = OnnxRuntimeRunner(path, threads=threads)
+    predictions = np.array([runner.infer(x[i : i + 1]).argmax() for i in range(len(x))])
+    return predictions, float(measure_latency(runner.infer, x[:1], warmup=30, iterations=200)["p50"])
 
 
 def main() -> int:
@@ -47,60 +34,39 @@ def main() -> int:
     parser.add_argument("--nncf", action="store_true", help="Also quantize with nncf.quantize (ONNX backend).")
     args = parser.parse_args()
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from edgetl.calibration import load_calibration
     from edgetl.data.dataset import load_split
     from edgetl.export import onnx_metadata
     from edgetl.pipeline import RunDir, _split_inputs
     from edgetl.preprocess import PreprocessSpec
-    from edgetl.targets.base import block_index
+    from edgetl.targets.onnxruntime import quantize_qdq
 
     run = RunDir(args.run)
-    dataset = load_split(run.data)
     fp32 = run.export / "model.onnx"
     spec = PreprocessSpec.model_validate_json(onnx_metadata(fp32)["edgetl.preprocess"])
-    x, y, _ = _split_inputs(dataset, spec, "val")
-    calib = np.load(run.root / "calibration" / "calib.npy", allow_pickle=False)
+    x, y, _ = _split_inputs(load_split(run.data), spec, "val")
+    calib = load_calibration(run.calibration)
     reference, fp32_ms = _measure(fp32, x, args.threads)
     print(f"fp32: val accuracy {(reference == y).mean():.4f}, p50 {fp32_ms:.2f} ms")
     layouts = {
-        "u8 x s8, 7-bit weights": (QuantType.QUInt8, QuantType.QInt8, True),
-        "u8 x s8, 8-bit weights": (QuantType.QUInt8, QuantType.QInt8, False),
-        "u8 x u8, 8-bit weights": (QuantType.QUInt8, QuantType.QUInt8, False),
-        "s8 x s8, 8-bit weights": (QuantType.QInt8, QuantType.QInt8, False),
+        "u8 x s8, 7-bit weights": ("uint8", "int8", True),
+        "u8 x s8, 8-bit weights": ("uint8", "int8", False),
+        "u8 x u8, 8-bit weights": ("uint8", "uint8", False),
+        "s8 x s8, 8-bit weights": ("int8", "int8", False),
     }
-
-    class Reader:
-        def __init__(self) -> None:
-            self.items = iter({"input": calib[i : i + 1]} for i in range(len(calib)))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
-
     with tempfile.TemporaryDirectory(prefix="edgetl-int8-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        excluded = [
-            n.name
-            for n in onnx.load(str(prepared)).graph.node
-            if (b := block_index(n.name)) is not None and b < args.fp32_blocks
-        ]
         candidates = []
         for name, (activations, weights, reduce_range) in layouts.items():
             out = Path(tmp) / f"{len(candidates)}.onnx"
-            quantize_static(
-                str(prepared),
-                str(out),
-                Reader(),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
+            quantize_qdq(
+                fp32,
+                out,
+                calib,
+                activations=activations,
+                weights=weights,
                 reduce_range=reduce_range,
-                nodes_to_exclude=excluded,
-                activation_type=activations,
-                weight_type=weights,
-                calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"WeightSymmetric": weights == QuantType.QInt8},
+                fp32_blocks=args.fp32_blocks,
             )
             candidates.append((name, out))
         if args.nncf:
@@ -112,7 +78,7 @@ def main() -> int:
             for preset in ("performance", "mixed"):
                 quantized = nncf.quantize(
                     onnx.load(str(fp32)),
-                    nncf.Dataset([{"input": calib[i : i + 1]} for i in range(len(calib))]),
+                    nncf.Dataset([{"input": b} for b in calib.batches()]),
                     preset=nncf.QuantizationPreset(preset),
                     subset_size=len(calib),
                     ignored_scope=ignored,

@@ -24,19 +24,13 @@ from typing import Any
 
 import yaml
 
-from edgetl.config import BuildConfig, build_config_from_dict, load_build_config
+from edgetl.config import BuildConfig, build_config_from_dict, load_build_config, set_dotted
 from edgetl.data.dataset import load_split, prepare_dataset
 
 
 def _variant(base: BuildConfig, overrides: dict[str, Any], seed: int, device: str | None) -> BuildConfig:
-    raw = base.model_dump(mode="json")
-    for dotted, value in {**overrides, "train.seed": seed, **({"train.device": device} if device else {})}.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    return build_config_from_dict(raw, source="sweep variant")
+    changes = {**overrides, "train.seed": seed, **({"train.device": device} if device else {})}
+    return build_config_from_dict(set_dotted(base.model_dump(mode="json"), changes), source="sweep variant")
 
 
 def _train(job: tuple[str, int, BuildConfig, Path, int]) -> dict[str, Any]:

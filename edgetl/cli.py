@@ -67,7 +67,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 def _config(config: Path | None, data: Path | None, overrides: dict[str, Any]) -> Any:
-    from edgetl.config import ConfigError, build_config_from_dict, load_build_config
+    from edgetl.config import ConfigError, build_config_from_dict, load_build_config, set_dotted
 
     if config is None and data is None:
         raise ConfigError("give --data DIR (an ImageFolder or a CSV manifest) or --config FILE.")
@@ -79,13 +79,7 @@ def _config(config: Path | None, data: Path | None, overrides: dict[str, Any]) -
         assert data is not None
         key = "manifest" if data.suffix.lower() == ".csv" else "root"
         raw = {"data": {key: str(data.resolve())}}
-    for dotted, value in clean.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return build_config_from_dict(raw, source=str(config or data))
+    return build_config_from_dict(set_dotted(raw, clean), source=str(config or data))
 
 
 @app.command()

@@ -204,6 +204,17 @@ def build_config_from_dict(raw: dict[str, Any], *, source: str = "config") -> Bu
         raise ConfigError(f"{source} is not a valid edgetl config:\n{_format_validation(exc)}") from exc
 
 
+def set_dotted(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set ``section.key`` values of a raw config mapping in place (and return it)."""
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return raw
+
+
 def load_build_config(path: Path, *, overrides: dict[str, Any] | None = None) -> BuildConfig:
     """Load a YAML config; relative data paths are resolved against the file's folder."""
     path = Path(path)
@@ -223,9 +234,7 @@ def load_build_config(path: Path, *, overrides: dict[str, Any] | None = None) ->
                     data[key] = str((path.parent / str(data[key])).resolve())
                 except (OSError, ValueError, RuntimeError) as exc:
                     raise ConfigError(f"{path}: data.{key} is not a usable path ({exc}).") from exc
-    for key, value in (overrides or {}).items():
-        raw[key] = value
-    return build_config_from_dict(raw, source=str(path))
+    return build_config_from_dict(set_dotted(raw, overrides or {}), source=str(path))
 
 
 def dump_config(config: BuildConfig) -> str:

@@ -146,13 +146,11 @@ def stage_calibrate(config: BuildConfig, run: RunDir) -> Any:
 def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> list[Any]:
     """Compile every precision of a profile into run/targets/<profile>/<precision>/ (atomically)."""
     from edgetl.calibration import load_calibration
-    from edgetl.targets import BackendUnavailable, get_target
+    from edgetl.targets import get_target
 
     target = get_target(profile.backend)
-    if not target.is_available() and not target.compiles_without_backend:
-        raise BackendUnavailable(
-            f"{profile.backend} is not installed here; install it or drop --target {profile.name}."
-        )
+    if not target.compiles_without_backend:
+        target.require()
     onnx_path = run.export / "model.onnx"
     if not onnx_path.is_file():
         raise FileNotFoundError(f"{onnx_path} is missing; run 'edgetl export {run.root}' first.")

@@ -119,8 +119,8 @@ def prefix_runner(
                 return prefix(torch.from_numpy(x).to(target)).cpu().numpy()
 
         return run_torch
-    # The runtimes get a CPU copy: the model itself may live on the GPU.
-    prefix = copy.deepcopy(prefix).cpu()
+    if next(prefix.parameters()).is_cuda:
+        prefix = copy.deepcopy(prefix).cpu()  # the runtimes export from a CPU copy
     from edgetl.export import export_module
 
     example = torch.zeros(1, spec.channels, spec.input_size, spec.input_size)

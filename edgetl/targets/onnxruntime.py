@@ -34,6 +34,7 @@ def quantize_qdq(
     *,
     method: str = "minmax",
     activations: str = "uint8",
+    weights: str = "int8",
     symmetric_activations: bool = False,
     per_channel: bool = True,
     reduce_range: bool = False,
@@ -44,6 +45,7 @@ def quantize_qdq(
 ) -> dict[str, Any]:
     """Static QDQ quantization; returns the settings used (for artifact.json).
 
+    ``weights``: int8 (symmetric, what every profile uses) or uint8 (for comparing layouts).
     ``fp32_blocks``: nodes of the first N backbone blocks are left in floating point.
     ``moving_average``: minmax ranges are a moving average of per-image ranges (constant 0.01).
     ``tensorrt``: the layout TensorRT's explicit quantization reads on every version from 8.5: FP32 weights
@@ -75,11 +77,11 @@ def quantize_qdq(
             reduce_range=reduce_range,
             nodes_to_exclude=excluded,
             activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8 if weights == "int8" else QuantType.QUInt8,
             calibrate_method=methods[method],
             extra_options={
                 "ActivationSymmetric": symmetric_activations,
-                "WeightSymmetric": True,
+                "WeightSymmetric": weights == "int8",
                 "CalibPercentile": percentile,
                 "CalibMovingAverage": moving_average,
                 "CalibMovingAverageConstant": 0.01,
@@ -91,7 +93,7 @@ def quantize_qdq(
         "format": "QDQ",
         "method": method,
         "activations": activations,
-        "weights": "int7 (reduce_range)" if reduce_range else "int8",
+        "weights": weights.replace("8", "7") + " (reduce_range)" if reduce_range else weights,
         "per_channel": per_channel,
         "symmetric_activations": symmetric_activations,
         "calibration_images": len(calib),
