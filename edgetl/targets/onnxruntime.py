@@ -12,6 +12,7 @@ import numpy as np
 from edgetl.calibration import CalibrationSet
 from edgetl.onnx_safety import check_onnx_file
 from edgetl.targets.base import Artifact, Runner, Target, block_index
+from edgetl.targets.bias_correction import correct_biases, spread
 from edgetl.targets.profiles import Precision, TargetProfile
 
 MODEL_FILE = "model.onnx"
@@ -41,6 +42,7 @@ def quantize_qdq(
     percentile: float = 99.999,
     fp32_blocks: int = 0,
     moving_average: bool = False,
+    bias_correction: int = 0,
     tensorrt: bool = False,
 ) -> dict[str, Any]:
     """Static QDQ quantization; returns the settings used (for artifact.json).
@@ -48,6 +50,8 @@ def quantize_qdq(
     ``weights``: int8 (symmetric, what every profile uses) or uint8 (for comparing layouts).
     ``fp32_blocks``: nodes of the first N backbone blocks are left in floating point.
     ``moving_average``: minmax ranges are a moving average of per-image ranges (constant 0.01).
+    ``bias_correction``: correct each quantized layer's bias on this many calibration images (0: off); see
+    ``edgetl.targets.bias_correction``.
     ``tensorrt``: the layout TensorRT's explicit quantization reads on every version from 8.5: FP32 weights
     with their own Q/DQ pair, one Q/DQ pair per consumer, FP32 biases.
     """
@@ -89,6 +93,9 @@ def quantize_qdq(
                 **({"AddQDQPairToWeight": True, "DedicatedQDQPair": True, "QuantizeBias": False} if tensorrt else {}),
             },
         )
+        corrected = (
+            correct_biases(prepared, onnx_out, spread(calib.tensors, bias_correction)) if bias_correction else None
+        )
     return {
         "format": "QDQ",
         "method": method,
@@ -100,6 +107,7 @@ def quantize_qdq(
         "fp32_blocks": fp32_blocks,
         "fp32_nodes": len(excluded),
         "moving_average": moving_average,
+        "bias_correction": corrected,
         "layout": "tensorrt" if tensorrt else "onnxruntime",
     }
 
@@ -166,6 +174,7 @@ class OnnxRuntimeTarget(Target):
                 percentile=q.percentile,
                 fp32_blocks=q.fp32_blocks if fp32_blocks is None else fp32_blocks,
                 moving_average=q.moving_average,
+                bias_correction=q.bias_correction,
             )
         else:
             raise ValueError(f"onnxruntime targets build fp32 or int8, not {precision}.")

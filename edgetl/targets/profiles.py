@@ -37,6 +37,12 @@ class QuantizationSpec(StrictModel):
     fp32_blocks: int = Field(
         0, ge=0, description="Keep the first N backbone blocks (the stem) in floating point: mixed precision."
     )
+    bias_correction: int = Field(
+        0,
+        ge=0,
+        description="Empirical bias correction on this many calibration images, layer by layer (0: off); "
+        "onnxruntime and tensorrt. OpenVINO INT8 gets NNCF's own bias correction.",
+    )
     preset: Literal["performance", "mixed"] = Field(
         "performance", description="NNCF preset: performance (symmetric) or mixed (asymmetric activations)."
     )

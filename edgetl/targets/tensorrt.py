@@ -304,6 +304,7 @@ def prepare_onnx(
         percentile=q.percentile,
         fp32_blocks=q.fp32_blocks if fp32_blocks is None else fp32_blocks,
         moving_average=q.moving_average,
+        bias_correction=q.bias_correction,
         tensorrt=True,
     )
     _drop_unused_domains(out / ONNX_FILES["int8"])
