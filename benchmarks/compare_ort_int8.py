@@ -1,10 +1,13 @@
-"""Compare ONNX Runtime INT8 layouts on a run's validation split: agreement with FP32, accuracy and batch-1 p50.
+"""Compare ONNX Runtime INT8 recipes on a run's validation split: agreement with FP32, accuracy and batch-1 p50.
 
-Usage: python benchmarks/compare_ort_int8.py runs/demo [--fp32-blocks 2] [--threads 2] [--nncf]
+Usage: python benchmarks/compare_ort_int8.py runs/demo [--fp32-blocks 2] [--threads 2] [--train-images 700]
+       [--recipes | --nncf]
 
-Quantizes the run's export/model.onnx with its calibration set in each activation x weight layout (static QDQ,
-per-channel weights, MinMax, as `edgetl.targets.onnxruntime.quantize_qdq`), and with --nncf also through
-nncf.quantize on the ONNX model. Reads only the validation split; writes nothing into the run.
+By default compares activation x weight layouts (static QDQ, per-channel weights, global min/max, through
+`edgetl.targets.onnxruntime.quantize_qdq`); with --recipes the `cpu` profile's layout (u8 x s8, 7-bit weights) with
+global or moving-average ranges, each with and without bias correction; with --nncf also nncf.quantize on the ONNX
+model. --train-images N adds N training images that are not in the calibration set to the agreement measurement
+(agreement needs no labels, so this never touches the test split). Writes nothing into the run.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,11 +30,28 @@ def _measure(path: Path, x: np.ndarray, threads: int) -> tuple[np.ndarray, float
     return predictions, float(measure_latency(runner.infer, x[:1], warmup=30, iterations=200)["p50"])
 
 
+LAYOUTS: dict[str, dict[str, Any]] = {
+    "u8 x s8, 7-bit weights": {"activations": "uint8", "weights": "int8", "reduce_range": True},
+    "u8 x s8, 8-bit weights": {"activations": "uint8", "weights": "int8", "reduce_range": False},
+    "u8 x u8, 8-bit weights": {"activations": "uint8", "weights": "uint8", "reduce_range": False},
+    "s8 x s8, 8-bit weights": {"activations": "int8", "weights": "int8", "reduce_range": False},
+}
+RECIPES: dict[str, dict[str, Any]] = {
+    "global min/max": {},
+    "global min/max + bias correction (100)": {"bias_correction": 100},
+    "moving-average ranges": {"moving_average": True},
+    "moving-average ranges + bias correction (64)": {"moving_average": True, "bias_correction": 64},
+    "moving-average ranges + bias correction (100)": {"moving_average": True, "bias_correction": 100},
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--fp32-blocks", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--train-images", type=int, default=0, help="Held-out training images added to agreement.")
+    parser.add_argument("--recipes", action="store_true", help="Range and bias-correction recipes, not layouts.")
     parser.add_argument("--nncf", action="store_true", help="Also quantize with nncf.quantize (ONNX backend).")
     args = parser.parse_args()
     import onnx
@@ -39,35 +60,32 @@ def main() -> int:
     from edgetl.data.dataset import load_split
     from edgetl.export import onnx_metadata
     from edgetl.pipeline import RunDir, _split_inputs
-    from edgetl.preprocess import PreprocessSpec
+    from edgetl.preprocess import PreprocessSpec, preprocess_file
     from edgetl.targets.onnxruntime import quantize_qdq
 
     run = RunDir(args.run)
     fp32 = run.export / "model.onnx"
     spec = PreprocessSpec.model_validate_json(onnx_metadata(fp32)["edgetl.preprocess"])
-    x, y, _ = _split_inputs(load_split(run.data), spec, "val")
+    dataset = load_split(run.data)
+    x, y, _ = _split_inputs(dataset, spec, "val")
     calib = load_calibration(run.calibration)
+    n_val = len(x)
+    if args.train_images:
+        used = {f["path"] for f in calib.manifest["files"]}
+        held_out = [s for s in dataset.split("train") if s.path.as_posix() not in used][: args.train_images]
+        x = np.concatenate([x, *(preprocess_file(s.path, spec) for s in held_out)])
     reference, fp32_ms = _measure(fp32, x, args.threads)
-    print(f"fp32: val accuracy {(reference == y).mean():.4f}, p50 {fp32_ms:.2f} ms")
-    layouts = {
-        "u8 x s8, 7-bit weights": ("uint8", "int8", True),
-        "u8 x s8, 8-bit weights": ("uint8", "int8", False),
-        "u8 x u8, 8-bit weights": ("uint8", "uint8", False),
-        "s8 x s8, 8-bit weights": ("int8", "int8", False),
-    }
+    print(
+        f"fp32: val accuracy {(reference[:n_val] == y).mean():.4f}, p50 {fp32_ms:.2f} ms; agreement measured on "
+        f"{n_val} validation + {len(x) - n_val} held-out training images"
+    )
+    base = LAYOUTS["u8 x s8, 7-bit weights"]
+    variants = {name: {**base, **extra} for name, extra in RECIPES.items()} if args.recipes else LAYOUTS
     with tempfile.TemporaryDirectory(prefix="edgetl-int8-") as tmp:
         candidates = []
-        for name, (activations, weights, reduce_range) in layouts.items():
+        for name, options in variants.items():
             out = Path(tmp) / f"{len(candidates)}.onnx"
-            quantize_qdq(
-                fp32,
-                out,
-                calib,
-                activations=activations,
-                weights=weights,
-                reduce_range=reduce_range,
-                fp32_blocks=args.fp32_blocks,
-            )
+            quantize_qdq(fp32, out, calib, fp32_blocks=args.fp32_blocks, **options)
             candidates.append((name, out))
         if args.nncf:
             import nncf
@@ -88,9 +106,11 @@ def main() -> int:
                 candidates.append((f"nncf.quantize on ONNX, {preset} preset", out))
         for name, path in candidates:
             predicted, ms = _measure(path, x, args.threads)
+            agree = predicted == reference
+            held = f", held-out train {agree[n_val:].mean():.4f}, both {agree.mean():.4f}" if len(x) > n_val else ""
             print(
-                f"{name}: val agreement {(predicted == reference).mean():.4f}, "
-                f"val accuracy {(predicted == y).mean():.4f}, p50 {ms:.2f} ms ({ms / fp32_ms:.2f} x FP32)",
+                f"{name}: val agreement {agree[:n_val].mean():.4f}{held}, "
+                f"val accuracy {(predicted[:n_val] == y).mean():.4f}, p50 {ms:.2f} ms ({ms / fp32_ms:.2f} x FP32)",
                 flush=True,
             )
     return 0
