@@ -140,6 +140,12 @@ class CalibrationConfig(StrictModel):
     fp32_blocks: int | None = Field(
         None, ge=0, description="First N backbone blocks kept in floating point; None: the target profile's value."
     )
+    bias_correction: int | None = Field(
+        None,
+        ge=0,
+        description="Calibration images for INT8 bias correction (0: off; onnxruntime and tensorrt); "
+        "None: the target profile's value.",
+    )
     seed: int = Field(0)
 
 

@@ -156,6 +156,9 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
         raise FileNotFoundError(f"{onnx_path} is missing; run 'edgetl export {run.root}' first.")
     meta = read_json(run.train / "meta.json")
     calib = load_calibration(run.calibration) if "int8" in profile.precisions else None
+    if config.calibration.bias_correction is not None:
+        quantization = profile.quantization.model_copy(update={"bias_correction": config.calibration.bias_correction})
+        profile = profile.model_copy(update={"quantization": quantization})
     artifacts = []
     for precision in profile.precisions:
         t0 = time.perf_counter()

@@ -166,3 +166,21 @@ def test_rerunning_bench_keeps_the_build_timings(tiny_run):
     again = stage_bench(config, run, profiles)
     assert first["timings_s"]["train"] == again["timings_s"]["train"] == 12.5
     assert "bench" in again["timings_s"]
+
+
+def test_bias_correction_follows_the_profile_unless_the_config_overrides_it(tiny_run, tmp_path):
+    import shutil
+
+    from edgetl.pipeline import RunDir, stage_compile
+    from edgetl.targets.profiles import resolve_profile
+
+    config, run, _, _, _ = tiny_run
+    details = Artifact.read(run.target("cpu", "int8")).details
+    assert details["moving_average"] and details["bias_correction"]["layers"] > 0
+    assert details["bias_correction"]["images"] == 8  # the whole (tiny) calibration set
+    copy = RunDir(tmp_path / "run")
+    for part in ("data", "train", "export", "calibration"):
+        shutil.copytree(run.root / part, copy.root / part)
+    off = config.model_copy(update={"calibration": config.calibration.model_copy(update={"bias_correction": 0})})
+    stage_compile(off, copy, resolve_profile("cpu"))
+    assert Artifact.read(copy.target("cpu", "int8")).details["bias_correction"] is None
