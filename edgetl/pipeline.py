@@ -143,6 +143,16 @@ def stage_calibrate(config: BuildConfig, run: RunDir) -> Any:
     return build_calibration(load_split(run.data), spec, run.calibration, samples=c.samples, seed=c.seed)
 
 
+def with_calibration_overrides(profile: TargetProfile, config: BuildConfig) -> TargetProfile:
+    """The profile with the build's calibration.method / fp32_blocks / bias_correction in its quantization settings."""
+    c = config.calibration
+    wanted = {"method": c.method, "fp32_blocks": c.fp32_blocks, "bias_correction": c.bias_correction}
+    update = {key: value for key, value in wanted.items() if value is not None}
+    if not update:
+        return profile
+    return profile.model_copy(update={"quantization": profile.quantization.model_copy(update=update)})
+
+
 def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> list[Any]:
     """Compile every precision of a profile into run/targets/<profile>/<precision>/ (atomically)."""
     from edgetl.calibration import load_calibration
@@ -156,9 +166,7 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
         raise FileNotFoundError(f"{onnx_path} is missing; run 'edgetl export {run.root}' first.")
     meta = read_json(run.train / "meta.json")
     calib = load_calibration(run.calibration) if "int8" in profile.precisions else None
-    if config.calibration.bias_correction is not None:
-        quantization = profile.quantization.model_copy(update={"bias_correction": config.calibration.bias_correction})
-        profile = profile.model_copy(update={"quantization": quantization})
+    profile = with_calibration_overrides(profile, config)
     artifacts = []
     for precision in profile.precisions:
         t0 = time.perf_counter()
@@ -169,8 +177,6 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
                 tmp,
                 calib,
                 precision=precision,
-                method=config.calibration.method,
-                fp32_blocks=config.calibration.fp32_blocks,
             )
             artifact.classes = list(meta["classes"])
             artifact.preprocess = meta["preprocess"]

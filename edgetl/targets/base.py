@@ -159,12 +159,10 @@ class Target(abc.ABC):
         calib: CalibrationSet | None,
         *,
         precision: Precision,
-        method: str | None = None,
-        fp32_blocks: int | None = None,
     ) -> Artifact:
         """Build one precision of ``onnx`` for ``profile`` into the (empty) folder ``out``.
 
-        ``method`` and ``fp32_blocks`` override the profile's quantization settings when not None.
+        INT8 follows ``profile.quantization`` (a build's overrides are already applied to it).
         """
 
     @abc.abstractmethod

@@ -65,7 +65,8 @@ def correct_biases(fp32: Path, quantized: Path, images: np.ndarray, *, input_nam
 
     started = time.perf_counter()
     model = onnx.load(str(quantized))
-    reference = {n.name: n.output[0] for n in onnx.load(str(fp32), load_external_data=False).graph.node}
+    fp32_model = onnx.load(str(fp32))
+    reference = {n.name: n.output[0] for n in fp32_model.graph.node}
     initializers = {i.name: i for i in model.graph.initializer}
     producer = {out: n for n in model.graph.node for out in n.output}
 
@@ -88,7 +89,6 @@ def correct_biases(fp32: Path, quantized: Path, images: np.ndarray, *, input_nam
     if not layers:
         return {"layers": 0, "images": len(images)}
 
-    fp32_model = onnx.load(str(fp32))
     targets = _channel_means(fp32_model, [reference[n.name] for n, _, _ in layers], images, input_name)
     shifts = []
     for (node, bias_name, scale), target in zip(layers, targets, strict=True):

@@ -150,8 +150,6 @@ class OnnxRuntimeTarget(Target):
         calib: CalibrationSet | None,
         *,
         precision: Precision,
-        method: str | None = None,
-        fp32_blocks: int | None = None,
     ) -> Artifact:
         self.require()
         check_onnx_file(onnx)
@@ -166,13 +164,13 @@ class OnnxRuntimeTarget(Target):
                 onnx,
                 out / MODEL_FILE,
                 calib,
-                method=method or q.method,
+                method=q.method,
                 activations=q.activations,
                 symmetric_activations=q.symmetric_activations,
                 per_channel=q.per_channel,
                 reduce_range=q.reduce_range,
                 percentile=q.percentile,
-                fp32_blocks=q.fp32_blocks if fp32_blocks is None else fp32_blocks,
+                fp32_blocks=q.fp32_blocks,
                 moving_average=q.moving_average,
                 bias_correction=q.bias_correction,
             )

@@ -53,8 +53,6 @@ class OpenVinoTarget(Target):
         calib: CalibrationSet | None,
         *,
         precision: Precision,
-        method: str | None = None,
-        fp32_blocks: int | None = None,
     ) -> Artifact:
         self.require()
         import openvino as ov
@@ -70,7 +68,7 @@ class OpenVinoTarget(Target):
                 "performance": nncf.QuantizationPreset.PERFORMANCE,
                 "mixed": nncf.QuantizationPreset.MIXED,
             }[profile.quantization.preset]
-            keep = profile.quantization.fp32_blocks if fp32_blocks is None else fp32_blocks
+            keep = profile.quantization.fp32_blocks
             ignored = nncf.IgnoredScope(patterns=[rf".*/blocks\.{b}/.*" for b in range(keep)], validate=False)
             model = nncf.quantize(
                 model, nncf.Dataset(calib.batches()), preset=preset, subset_size=len(calib), ignored_scope=ignored

@@ -216,11 +216,9 @@ class TensorRTTarget(Target):
         calib: CalibrationSet | None,
         *,
         precision: Precision,
-        method: str | None = None,
-        fp32_blocks: int | None = None,
     ) -> Artifact:
         """Prepare the precision's ONNX file; build the engine too when TensorRT and a GPU are here."""
-        details = prepare_onnx(onnx, profile, out, calib, precision=precision, method=method, fp32_blocks=fp32_blocks)
+        details = prepare_onnx(onnx, profile, out, calib, precision=precision)
         onnx_file = ONNX_FILES[precision]
         if self.is_available():
             assert profile.tensorrt is not None
@@ -269,8 +267,6 @@ def prepare_onnx(
     calib: CalibrationSet | None,
     *,
     precision: Precision,
-    method: str | None = None,
-    fp32_blocks: int | None = None,
 ) -> dict[str, Any]:
     """Write the ONNX file(s) TensorRT builds a precision from into ``out``: the build host's share of the work.
 
@@ -296,13 +292,13 @@ def prepare_onnx(
         onnx,
         out / ONNX_FILES["int8"],
         calib,
-        method=method or q.method,
+        method=q.method,
         activations="int8",
         symmetric_activations=True,
         per_channel=True,
         reduce_range=False,
         percentile=q.percentile,
-        fp32_blocks=q.fp32_blocks if fp32_blocks is None else fp32_blocks,
+        fp32_blocks=q.fp32_blocks,
         moving_average=q.moving_average,
         bias_correction=q.bias_correction,
         tensorrt=True,
