@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.errors import EdgetlError
 from edgetl.files import atomic_dir, read_json, sha256_file, write_json_atomic, write_text_atomic
 from edgetl.preprocess import PreprocessSpec
 from edgetl.targets.profiles import TargetProfile
@@ -28,7 +29,7 @@ TOLERANCE = {"fp32": 0.05, "fp16": 0.25, "int8": 0.5}
 MIN_MARGIN = 2 * max(TOLERANCE.values())  # golden images whose top-1 cannot flip within tolerance
 
 
-class BundleError(ValueError):
+class BundleError(EdgetlError, ValueError):
     """A bundle that is incomplete, altered or fails its parity pack; the message names the file."""
 
 

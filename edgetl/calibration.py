@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.data.dataset import Dataset
+from edgetl.errors import IntegrityError, MissingInputError
 from edgetl.files import atomic_path, read_json, sha256_file, write_json_atomic
 from edgetl.preprocess import PreprocessSpec, preprocess_file
 
@@ -73,9 +74,9 @@ def load_calibration(out_dir: Path) -> CalibrationSet:
     """Read a calibration folder back, checking the tensor file against its manifest."""
     manifest_path = out_dir / MANIFEST
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"{manifest_path} is missing; run 'edgetl calibrate' (or 'edgetl build') first.")
+        raise MissingInputError(f"{manifest_path} is missing; run 'edgetl calibrate' (or 'edgetl build') first.")
     manifest = read_json(manifest_path)
     tensor_path = out_dir / manifest["tensor_file"]
     if sha256_file(tensor_path) != manifest["tensor_sha256"]:
-        raise ValueError(f"{tensor_path} does not match {manifest_path}; re-run 'edgetl calibrate'.")
+        raise IntegrityError(f"{tensor_path} does not match {manifest_path}; re-run 'edgetl calibrate'.")
     return CalibrationSet(np.load(tensor_path, allow_pickle=False), manifest)

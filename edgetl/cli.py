@@ -9,8 +9,75 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+
+from edgetl.errors import EdgetlError
+
+# Commands that can continue an interrupted run with --resume.
+_RESUMABLE = {"build", "train"}
+
+
+def _say_error(message: str, hint: str | None = None) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(stderr=True)
+    console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    if hint:
+        console.print(Text("hint: ", style="bold") + Text(hint), soft_wrap=True)
+
+
+class _Commands(TyperGroup):
+    """The one place user-facing failures become a message and an exit code (2); bugs keep their traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        import errno
+        import sys
+
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):
+            raise
+        except EdgetlError as exc:
+            _say_error(str(exc), exc.hint)
+            raise typer.Exit(code=2) from exc
+        except KeyboardInterrupt:
+            command = ctx.invoked_subcommand or "edgetl"
+            again = "run the same command with --resume" if command in _RESUMABLE else "run the same command again"
+            print(
+                f"\ninterrupted: edgetl {command} stopped; finished artifacts are kept and nothing is left "
+                f"half-written. To continue, {again}.",
+                file=sys.stderr,
+            )
+            raise typer.Exit(code=130) from None
+        except OSError as exc:
+            # Writes outside edgetl's atomic helpers (temporary folders of a backend) can fill a disk too.
+            if exc.errno not in {errno.ENOSPC, errno.EDQUOT}:
+                _report_bug()
+                raise typer.Exit(code=1) from exc
+            where = f" while writing {exc.filename}" if exc.filename else ""
+            _say_error(f"no space left on the disk{where}; free some space and run again.")
+            raise typer.Exit(code=2) from exc
+        except Exception as exc:
+            _report_bug()
+            raise typer.Exit(code=1) from exc
+
+
+def _report_bug() -> None:
+    import sys
+    import traceback
+
+    traceback.print_exc(file=sys.stderr)
+    print(
+        "This is a bug in edgetl, not a problem with your input: please report it with the command and the "
+        "traceback above.",
+        file=sys.stderr,
+    )
+
 
 app = typer.Typer(
+    cls=_Commands,
     help="Fine-tune a compact backbone on inspection images, compile it for edge targets, measure every artifact.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -23,47 +90,6 @@ TargetOpt = Annotated[
     list[str] | None,
     typer.Option("--target", "-t", help="Target profile or alias (repeatable): cpu, intel-cpu, ..."),
 ]
-
-
-def _fail(exc: Exception) -> None:
-    from rich.console import Console
-    from rich.text import Text
-
-    Console(stderr=True).print(Text("error: ", style="bold red") + Text(str(exc)), soft_wrap=True)
-    raise typer.Exit(code=2) from exc
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from edgetl.bench.harness import BenchError
-    from edgetl.bundle import BundleError
-    from edgetl.config import ConfigError
-    from edgetl.data.dataset import DataError
-    from edgetl.data.elpv import ElpvNotInstalled
-    from edgetl.deploy.onnx_edit import GraphEditError
-    from edgetl.export import ExportError
-    from edgetl.files import DiskFullError
-    from edgetl.models import WeightsError
-    from edgetl.onnx_safety import UntrustedFileError
-    from edgetl.targets.base import BackendUnavailable
-    from edgetl.targets.qdq_check import QdqCheckError
-    from edgetl.targets.tensorrt import EngineError
-
-    return (
-        BenchError,
-        BundleError,
-        EngineError,
-        GraphEditError,
-        QdqCheckError,
-        ConfigError,
-        DataError,
-        ElpvNotInstalled,
-        ExportError,
-        WeightsError,
-        BackendUnavailable,
-        FileNotFoundError,
-        DiskFullError,
-        UntrustedFileError,
-    )
 
 
 def _config(config: Path | None, data: Path | None, overrides: dict[str, Any]) -> Any:
@@ -99,25 +125,22 @@ def build(
     ] = False,
 ) -> None:
     """Run the whole chain: data, train, export, calibrate, compile, bench, report."""
-    try:
-        cfg = _config(
-            config,
-            data,
-            {
-                "targets": target or None,
-                "name": name,
-                "runs_dir": str(runs_dir) if runs_dir else None,
-                "train.strategy": strategy,
-                "train.epochs": epochs,
-                "model.gray": gray,
-                "train.device": device,
-            },
-        )
-        from edgetl.pipeline import build as run_build
+    cfg = _config(
+        config,
+        data,
+        {
+            "targets": target or None,
+            "name": name,
+            "runs_dir": str(runs_dir) if runs_dir else None,
+            "train.strategy": strategy,
+            "train.epochs": epochs,
+            "model.gray": gray,
+            "train.device": device,
+        },
+    )
+    from edgetl.pipeline import build as run_build
 
-        run_build(cfg, force=force, resume=resume)
-    except _user_errors() as exc:
-        _fail(exc)
+    run_build(cfg, force=force, resume=resume)
 
 
 @app.command()
@@ -129,13 +152,10 @@ def init(
     force: Annotated[bool, typer.Option(help="Overwrite an existing run's config.")] = False,
 ) -> None:
     """Create a run folder with its resolved config, for running stages one by one."""
-    try:
-        from edgetl.pipeline import init_run
+    from edgetl.run import init_run
 
-        run = init_run(_config(config, data, {"targets": target or None, "name": name}), force=force)
-        typer.echo(run.root)
-    except _user_errors() as exc:
-        _fail(exc)
+    run = init_run(_config(config, data, {"targets": target or None, "name": name}), force=force)
+    typer.echo(run.root)
 
 
 @data_app.command("elpv")
@@ -145,13 +165,10 @@ def data_elpv(
     seed: Annotated[int, typer.Option(help="Seed of the subset.")] = 0,
 ) -> None:
     """Write the ELPV solar-cell set as an ImageFolder plus manifest.csv (slice = mono/poly)."""
-    try:
-        from edgetl.data.elpv import import_elpv
+    from edgetl.data.elpv import import_elpv
 
-        manifest = import_elpv(out, limit=limit, seed=seed)
-        typer.echo(f"ELPV written: {manifest}")
-    except _user_errors() as exc:
-        _fail(exc)
+    manifest = import_elpv(out, limit=limit, seed=seed)
+    typer.echo(f"ELPV written: {manifest}")
 
 
 @data_app.command("check")
@@ -162,44 +179,39 @@ def data_check(
     min_image_size: Annotated[int | None, typer.Option(help="A shorter image side (pixels) is an error.")] = None,
 ) -> None:
     """Check every image the way 'edgetl build' does first; write a report, never touch the images."""
-    try:
-        from edgetl.config import ConfigError, DataConfig
-        from edgetl.data.check import check_dataset
+    from edgetl.config import ConfigError, DataConfig
+    from edgetl.data.check import check_dataset
 
-        key = "manifest" if data.suffix.lower() == ".csv" else "root"
-        raw: dict[str, Any] = {key: data}
-        if min_images_per_class is not None:
-            raw["min_images_per_class"] = min_images_per_class
-        if min_image_size is not None:
-            raw["min_image_size"] = min_image_size
-        try:
-            cfg = DataConfig.model_validate(raw)
-        except ValueError as exc:
-            raise ConfigError(f"invalid option: {exc}") from exc
-        report = check_dataset(cfg)
-        csv_path = report.write(out)
-        for finding in report.warnings[:20]:
-            typer.echo(f"warning: {finding.path}: {finding.reason}", err=True)
-        typer.echo(
-            f"{len(report.samples)} images checked: {len(report.errors)} errors, {len(report.warnings)} warnings; "
-            f"report {csv_path}"
-        )
-        report.raise_for_errors(report=csv_path)
-    except _user_errors() as exc:
-        _fail(exc)
+    key = "manifest" if data.suffix.lower() == ".csv" else "root"
+    raw: dict[str, Any] = {key: data}
+    if min_images_per_class is not None:
+        raw["min_images_per_class"] = min_images_per_class
+    if min_image_size is not None:
+        raw["min_image_size"] = min_image_size
+    try:
+        cfg = DataConfig.model_validate(raw)
+    except ValueError as exc:
+        raise ConfigError(f"invalid option: {exc}") from exc
+    report = check_dataset(cfg)
+    csv_path = report.write(out)
+    for finding in report.warnings[:20]:
+        typer.echo(f"warning: {finding.path}: {finding.reason}", err=True)
+    typer.echo(
+        f"{len(report.samples)} images checked: {len(report.errors)} errors, {len(report.warnings)} warnings; "
+        f"report {csv_path}"
+    )
+    report.raise_for_errors(report=csv_path)
 
 
 @data_app.command("split")
 def data_split(run: RunArg) -> None:
     """Check every image and write run/data/split.csv and dataset.json."""
-    try:
-        from edgetl.pipeline import open_run, stage_data
+    from edgetl.pipeline import stage_data
+    from edgetl.run import open_run
 
-        run_dir, cfg = open_run(run)
-        dataset = stage_data(cfg, run_dir)
-        typer.echo(f"{len(dataset.samples)} images, classes {dataset.classes}; {run_dir.data / 'dataset.json'}")
-    except _user_errors() as exc:
-        _fail(exc)
+    run_dir, cfg = open_run(run)
+    dataset = stage_data(cfg, run_dir)
+    typer.echo(f"{len(dataset.samples)} images, classes {dataset.classes}; {run_dir.data / 'dataset.json'}")
 
 
 @app.command()
@@ -208,37 +220,31 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the last finished epoch (train/resume.pt).")] = False,
 ) -> None:
     """Fine-tune the backbone of a run."""
-    try:
-        from edgetl.pipeline import open_run, stage_train
+    from edgetl.pipeline import stage_train
+    from edgetl.run import open_run
 
-        run_dir, cfg = open_run(run)
-        stage_train(cfg, run_dir, resume=resume)
-    except _user_errors() as exc:
-        _fail(exc)
+    run_dir, cfg = open_run(run)
+    stage_train(cfg, run_dir, resume=resume)
 
 
 @app.command()
 def export(run: RunArg) -> None:
     """Export the run's checkpoint to ONNX and check parity with PyTorch."""
-    try:
-        from edgetl.pipeline import open_run, stage_export
+    from edgetl.pipeline import stage_export
+    from edgetl.run import open_run
 
-        report = stage_export(*open_run(run)[::-1])
-        typer.echo(f"parity: max |logit diff| {report['max_abs_diff']:.2e} on {report['images']} images")
-    except _user_errors() as exc:
-        _fail(exc)
+    report = stage_export(*open_run(run)[::-1])
+    typer.echo(f"parity: max |logit diff| {report['max_abs_diff']:.2e} on {report['images']} images")
 
 
 @app.command()
 def calibrate(run: RunArg) -> None:
     """Select and preprocess the calibration set."""
-    try:
-        from edgetl.pipeline import open_run, stage_calibrate
+    from edgetl.pipeline import stage_calibrate
+    from edgetl.run import open_run
 
-        calib = stage_calibrate(*open_run(run)[::-1])
-        typer.echo(f"calibration set: {len(calib)} images {calib.manifest['counts_per_class']}")
-    except _user_errors() as exc:
-        _fail(exc)
+    calib = stage_calibrate(*open_run(run)[::-1])
+    typer.echo(f"calibration set: {len(calib)} images {calib.manifest['counts_per_class']}")
 
 
 RunOrBundleArg = Annotated[
@@ -257,20 +263,18 @@ def compile(
     verify: Annotated[bool, typer.Option(help="Bundle only: run the parity pack after building.")] = True,
 ) -> None:
     """Compile a run's ONNX model for its targets; on a device, build a bundle's TensorRT engines."""
-    try:
-        from edgetl.bundle import is_bundle
+    from edgetl.bundle import is_bundle
 
-        if is_bundle(run):
-            _compile_bundle(run, precision, verify)
-            return
-        from edgetl.pipeline import open_run, stage_compile
-        from edgetl.targets.profiles import resolve_profile
+    if is_bundle(run):
+        _compile_bundle(run, precision, verify)
+        return
+    from edgetl.pipeline import stage_compile
+    from edgetl.run import open_run
+    from edgetl.targets.profiles import resolve_profile
 
-        run_dir, cfg = open_run(run)
-        for name in target or cfg.targets:
-            stage_compile(cfg, run_dir, resolve_profile(name))
-    except _user_errors() as exc:
-        _fail(exc)
+    run_dir, cfg = open_run(run)
+    for name in target or cfg.targets:
+        stage_compile(cfg, run_dir, resolve_profile(name))
 
 
 def _compile_bundle(folder: Path, precisions: list[str] | None, verify: bool) -> None:
@@ -289,40 +293,35 @@ def _compile_bundle(folder: Path, precisions: list[str] | None, verify: bool) ->
 @app.command()
 def bundle(run: RunArg, target: TargetOpt = None) -> None:
     """Write the device bundle of the run's TensorRT targets (or the given ones): runs/<name>/bundle/<profile>/."""
-    try:
-        from edgetl.config import ConfigError
-        from edgetl.pipeline import device_summary, open_run, stage_bundle
-        from edgetl.targets.profiles import resolve_profile
+    from edgetl.config import ConfigError
+    from edgetl.pipeline import device_summary, stage_bundle
+    from edgetl.run import open_run
+    from edgetl.targets.profiles import resolve_profile
 
-        run_dir, cfg = open_run(run)
-        profiles = [resolve_profile(name) for name in target or cfg.targets]
-        trt = [p for p in profiles if p.tensorrt is not None]
-        if not trt:
-            raise ConfigError("bundles are for TensorRT targets; pass --target jetson (or another TensorRT profile).")
-        for profile in trt:
-            manifest = stage_bundle(cfg, run_dir, profile)
-            from rich.console import Console
+    run_dir, cfg = open_run(run)
+    profiles = [resolve_profile(name) for name in target or cfg.targets]
+    trt = [p for p in profiles if p.tensorrt is not None]
+    if not trt:
+        raise ConfigError("bundles are for TensorRT targets; pass --target jetson (or another TensorRT profile).")
+    for profile in trt:
+        manifest = stage_bundle(cfg, run_dir, profile)
+        from rich.console import Console
 
-            Console().print(device_summary(run_dir, profile.name, manifest))
-    except _user_errors() as exc:
-        _fail(exc)
+        Console().print(device_summary(run_dir, profile.name, manifest))
 
 
 @app.command()
 def verify(bundle: BundleArg) -> None:
     """Check a bundle's files against its manifest and run its parity pack (engines where built, else ONNX)."""
-    try:
-        from edgetl.bundle import verify_bundle
+    from edgetl.bundle import verify_bundle
 
-        result = verify_bundle(bundle)
-        for row in result["checked"]:
-            typer.echo(
-                f"{row['precision']} on {row['runtime']}: max |logit diff| {row['max_abs_logit_diff']:.3g} "
-                f"(tolerance {row['tolerance']}), top-1 identical on {row['images']} images"
-            )
-        typer.echo("parity pack passed")
-    except _user_errors() as exc:
-        _fail(exc)
+    result = verify_bundle(bundle)
+    for row in result["checked"]:
+        typer.echo(
+            f"{row['precision']} on {row['runtime']}: max |logit diff| {row['max_abs_logit_diff']:.3g} "
+            f"(tolerance {row['tolerance']}), top-1 identical on {row['images']} images"
+        )
+    typer.echo("parity pack passed")
 
 
 @app.command()
@@ -345,33 +344,30 @@ def bench(
 
     On a bundle folder: the latency of every precision here (engines where built, else ONNX Runtime).
     """
-    try:
-        from edgetl.bundle import is_bundle
+    from edgetl.bundle import is_bundle
 
-        if is_bundle(run):
-            from edgetl.bundle import bench_bundle
+    if is_bundle(run):
+        from edgetl.bundle import bench_bundle
 
-            for row in bench_bundle(run)["results"]:
-                lat = row["latency_ms"]
-                typer.echo(f"{row['precision']} on {row['runtime']}: p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms")
-            return
-        from edgetl.bench import run as bench_run
-        from edgetl.report import print_report
+        for row in bench_bundle(run)["results"]:
+            lat = row["latency_ms"]
+            typer.echo(f"{row['precision']} on {row['runtime']}: p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms")
+        return
+    from edgetl.bench import run as bench_run
+    from edgetl.report import print_report
 
-        settings = {
-            "threads": threads,
-            "deadline_ms": deadline_ms,
-            "max_false_reject": max_false_reject,
-            "warmup": warmup,
-            "warmup_seconds": warmup_seconds,
-            "iterations": iterations,
-            "duration_s": duration,
-        }
-        report = bench_run(run, targets=target, **{k: v for k, v in settings.items() if v is not None})
-        print_report(report)
-        typer.echo(f"report: {Path(run) / 'report.html'}")
-    except _user_errors() as exc:
-        _fail(exc)
+    settings = {
+        "threads": threads,
+        "deadline_ms": deadline_ms,
+        "max_false_reject": max_false_reject,
+        "warmup": warmup,
+        "warmup_seconds": warmup_seconds,
+        "iterations": iterations,
+        "duration_s": duration,
+    }
+    report = bench_run(run, targets=target, **{k: v for k, v in settings.items() if v is not None})
+    print_report(report)
+    typer.echo(f"report: {Path(run) / 'report.html'}")
 
 
 @app.command()
@@ -387,18 +383,15 @@ def compare(
     ] = None,
 ) -> None:
     """Print what got faster, slower, better or worse from RUN_A to RUN_B; exit 1 past the limits."""
-    try:
-        from edgetl.bench.compare import compare_reports, load_report, print_comparison
+    from edgetl.bench.compare import compare_reports, load_report, print_comparison
 
-        result = compare_reports(
-            load_report(run_a),
-            load_report(run_b),
-            max_latency_regression=max_latency_regression,
-            max_accuracy_drop=max_accuracy_drop,
-        )
-        print_comparison(result, name_a=str(run_a), name_b=str(run_b))
-    except _user_errors() as exc:
-        _fail(exc)
+    result = compare_reports(
+        load_report(run_a),
+        load_report(run_b),
+        max_latency_regression=max_latency_regression,
+        max_accuracy_drop=max_accuracy_drop,
+    )
+    print_comparison(result, name_a=str(run_a), name_b=str(run_b))
     if not result.passed:
         raise typer.Exit(code=1)
 
@@ -426,18 +419,7 @@ def targets() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    import errno
-    import sys
-
-    try:
-        app()
-    except OSError as exc:
-        # Writes outside edgetl's atomic helpers (temporary folders of a backend) can fill a disk too.
-        if exc.errno not in {errno.ENOSPC, errno.EDQUOT}:
-            raise
-        where = f" while writing {exc.filename}" if exc.filename else ""
-        print(f"error: no space left on the disk{where}; free some space and run again.", file=sys.stderr)
-        sys.exit(2)
+    app()
 
 
 if __name__ == "__main__":

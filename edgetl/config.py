@@ -8,6 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edgetl.errors import EdgetlError
+
 
 class StrictModel(BaseModel):
     """Base for every config object: unknown keys are an error, not a silent no-op."""
@@ -190,7 +192,7 @@ class BuildConfig(StrictModel):
         return self.runs_dir / self.name
 
 
-class ConfigError(ValueError):
+class ConfigError(EdgetlError, ValueError):
     """A config file that cannot be used, with the file named in the message."""
 
 

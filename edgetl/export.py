@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgetl.errors import EdgetlError
 from edgetl.files import atomic_path, sha256_file, write_json_atomic
 from edgetl.onnx_safety import check_onnx_file
 
@@ -18,7 +19,7 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
-class ExportError(RuntimeError):
+class ExportError(EdgetlError, RuntimeError):
     """An export that failed its checks; nothing was replaced."""
 
 

@@ -21,13 +21,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgetl.errors import EdgetlError, InvalidFileError
+
 _CHUNK = 1 << 20
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
 _OLD_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.old$")
 
 
-class DiskFullError(OSError):
+class DiskFullError(EdgetlError, OSError):
     """The disk (or quota) filled up while writing an artifact; the previous version is kept."""
 
 
@@ -167,7 +169,7 @@ def read_json(path: Path) -> Any:
     except FileNotFoundError:
         raise
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); re-run the stage that writes it.") from exc
+        raise InvalidFileError(f"{path} is not valid JSON ({exc}); re-run the stage that writes it.") from exc
 
 
 def _exchange(a: Path, b: Path) -> bool:

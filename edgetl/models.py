@@ -13,12 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgetl.config import ConfigError
+from edgetl.errors import EdgetlError, InvalidFileError, MissingInputError
 from edgetl.files import atomic_path, sha256_file
 
 CHECKPOINT_FORMAT = "edgetl-checkpoint-v1"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(EdgetlError, RuntimeError):
     """Pretrained weights that cannot be found or verified."""
 
 
@@ -209,7 +211,7 @@ def build_classifier(
 ) -> Classifier:
     """Build a classifier; with ``weights_file`` the backbone starts from those (ImageNet) weights."""
     if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; pick one of {', '.join(ARCHS)}")
+        raise ConfigError(f"unknown arch {arch!r}; pick one of {', '.join(ARCHS)}")
     base = _torchvision_model(arch)
     if weights_file is not None:
         state = load_plain(
@@ -249,16 +251,16 @@ def load_checkpoint(path: Path) -> tuple[Classifier, dict[str, Any]]:
     """Rebuild the classifier described by a checkpoint's meta and load its weights (eval mode)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} is missing; run 'edgetl train' on the run first.")
+        raise MissingInputError(f"checkpoint {path} is missing; run 'edgetl train' on the run first.")
     payload = load_plain(
         path,
-        refused=lambda why: ValueError(
+        refused=lambda why: InvalidFileError(
             f"{path} is not a loadable edgetl checkpoint: refused by torch.load(weights_only=True) "
             f"({why}); it may be damaged or carry code. Retrain with 'edgetl train' to rewrite it."
         ),
     )
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an edgetl checkpoint (format {CHECKPOINT_FORMAT} expected).")
+        raise InvalidFileError(f"{path} is not an edgetl checkpoint (format {CHECKPOINT_FORMAT} expected).")
     meta = payload["meta"]
     model = build_classifier(
         meta["arch"], len(meta["classes"]), gray=meta["preprocess"]["channels"] == 1, dropout=meta["dropout"]

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgetl.errors import EdgetlError, MissingInputError
 from edgetl.files import is_inside
 
 
-class UntrustedFileError(ValueError):
+class UntrustedFileError(EdgetlError, ValueError):
     """A file that edgetl refuses to load, with the reason and the fix."""
 
 
@@ -73,6 +74,8 @@ def check_onnx_file(model_path: Path) -> Path:
     """Return ``model_path`` when it is safe to hand to a runtime; raise :class:`UntrustedFileError` otherwise."""
     model_path = Path(model_path)
     if not model_path.is_file():
-        raise FileNotFoundError(f"ONNX file {model_path} is missing.")
+        raise MissingInputError(
+            f"ONNX file {model_path} is missing; run the stage that writes it (edgetl export or compile)."
+        )
     external_data_files(model_path)
     return model_path

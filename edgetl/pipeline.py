@@ -4,76 +4,23 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgetl.config import BuildConfig, ConfigError, dump_config, load_build_config
+from edgetl.config import BuildConfig, ConfigError
 from edgetl.data.dataset import Dataset, load_split, prepare_dataset
-from edgetl.files import atomic_dir, read_json, remove_stale_temps, sha256_file, write_text_atomic
+from edgetl.errors import MissingInputError
+from edgetl.files import atomic_dir, read_json, sha256_file
+from edgetl.run import RunDir, init_run
 from edgetl.targets.profiles import TargetProfile, resolve_profile
-
-
-@dataclass(frozen=True)
-class RunDir:
-    """Paths inside runs/<name>/."""
-
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def train(self) -> Path:
-        return self.root / "train"
-
-    @property
-    def export(self) -> Path:
-        return self.root / "export"
-
-    @property
-    def calibration(self) -> Path:
-        return self.root / "calibration"
-
-    def target(self, profile: str, precision: str) -> Path:
-        return self.root / "targets" / profile / precision
 
 
 def _log(message: str) -> None:
     from rich.console import Console
 
     Console(stderr=True).print(message)
-
-
-def init_run(config: BuildConfig, *, force: bool = False) -> RunDir:
-    """Create the run folder and write the resolved config."""
-    run = RunDir(config.run_dir)
-    if run.config.exists() and not force:
-        raise ConfigError(
-            f"{run.root} already holds a run; pass --force to rebuild it in place, or --name to start another."
-        )
-    for name in config.targets:
-        resolve_profile(name)
-    run.root.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(run.root)
-    write_text_atomic(run.config, dump_config(config))
-    return run
-
-
-def open_run(run_dir: Path) -> tuple[RunDir, BuildConfig]:
-    """Open an existing run folder and its config."""
-    run = RunDir(Path(run_dir))
-    if not run.config.is_file():
-        raise ConfigError(f"{run.config} is missing; create the run with 'edgetl build' or 'edgetl init'.")
-    remove_stale_temps(run.root)
-    return run, load_build_config(run.config)
 
 
 def stage_data(config: BuildConfig, run: RunDir) -> Dataset:
@@ -163,7 +110,7 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
         target.require()
     onnx_path = run.export / "model.onnx"
     if not onnx_path.is_file():
-        raise FileNotFoundError(f"{onnx_path} is missing; run 'edgetl export {run.root}' first.")
+        raise MissingInputError(f"{onnx_path} is missing; run 'edgetl export {run.root}' first.")
     meta = read_json(run.train / "meta.json")
     calib = load_calibration(run.calibration) if "int8" in profile.precisions else None
     profile = with_calibration_overrides(profile, config)
@@ -336,7 +283,7 @@ def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> di
     for wanted in profile.precisions:
         folder = run.target(profile.name, wanted)
         if not (folder / "artifact.json").is_file():
-            raise FileNotFoundError(f"{folder} is missing; run 'edgetl compile {run.root} --target {profile.name}'.")
+            raise MissingInputError(f"{folder} is missing; run 'edgetl compile {run.root} --target {profile.name}'.")
         details[wanted] = read_json(folder / "artifact.json")["details"]
         models[wanted] = folder / details[wanted]["onnx"]
 

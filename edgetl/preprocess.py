@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 from pydantic import Field
 
 from edgetl.config import StrictModel
+from edgetl.errors import EdgetlError
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +36,7 @@ GRAY_STD = (round(sum(IMAGENET_STD) / 3, 4),)
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I"}
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(EdgetlError, ValueError):
     """An image that cannot be used, with the reason."""
 
 

@@ -64,7 +64,8 @@ def tree_hashes(root: Path) -> dict[str, str]:
 
 def build_through_compile(config: BuildConfig):
     """init, data, train, export, calibrate and compile for every target of ``config``; returns the RunDir."""
-    from edgetl.pipeline import init_run, stage_calibrate, stage_compile, stage_data, stage_export, stage_train
+    from edgetl.pipeline import stage_calibrate, stage_compile, stage_data, stage_export, stage_train
+    from edgetl.run import init_run
     from edgetl.targets.profiles import resolve_profile
 
     run = init_run(config)

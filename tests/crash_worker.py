@@ -8,7 +8,8 @@ from typing import Any
 
 def run_stage_forever(run_root: str, stage: str, ready: Any) -> None:
     """Open the run, signal ``ready``, then repeat ``stage`` (train, export or compile) until killed."""
-    from edgetl.pipeline import open_run, stage_compile, stage_export, stage_train
+    from edgetl.pipeline import stage_compile, stage_export, stage_train
+    from edgetl.run import open_run
     from edgetl.targets.profiles import resolve_profile
 
     run, config = open_run(Path(run_root))

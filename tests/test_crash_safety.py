@@ -22,9 +22,6 @@ from edgetl.files import DiskFullError, read_json
 from edgetl.models import load_checkpoint
 from edgetl.onnx_safety import check_onnx_file
 from edgetl.pipeline import (
-    RunDir,
-    init_run,
-    open_run,
     stage_bench,
     stage_calibrate,
     stage_compile,
@@ -32,6 +29,7 @@ from edgetl.pipeline import (
     stage_export,
     stage_train,
 )
+from edgetl.run import RunDir, init_run, open_run
 from edgetl.targets import Artifact
 from edgetl.targets.profiles import resolve_profile
 

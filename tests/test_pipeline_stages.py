@@ -12,12 +12,11 @@ from conftest import tree_hashes
 from edgetl.export import onnx_metadata
 from edgetl.models import load_checkpoint
 from edgetl.pipeline import (
-    init_run,
-    open_run,
     stage_bench,
     stage_export,
 )
 from edgetl.report import SCHEMA_VERSION
+from edgetl.run import init_run, open_run
 from edgetl.targets import Artifact, backends, get_target
 from edgetl.targets.profiles import resolve_profile
 from edgetl.train import resolve_strategy
@@ -171,7 +170,8 @@ def test_rerunning_bench_keeps_the_build_timings(tiny_run):
 def test_bias_correction_follows_the_profile_unless_the_config_overrides_it(tiny_run, tmp_path):
     import shutil
 
-    from edgetl.pipeline import RunDir, stage_compile
+    from edgetl.pipeline import stage_compile
+    from edgetl.run import RunDir
     from edgetl.targets.profiles import resolve_profile
 
     config, run, _, _, _ = tiny_run

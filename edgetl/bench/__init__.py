@@ -19,7 +19,8 @@ def run(run_dir: Path | str, *, targets: list[str] | None = None, **settings: An
     A run folder is what is measured today; a bundle folder will be accepted here once bundles exist.
     """
     from edgetl.config import BenchConfig, ConfigError
-    from edgetl.pipeline import open_run, stage_bench
+    from edgetl.pipeline import stage_bench
+    from edgetl.run import open_run
     from edgetl.targets.profiles import resolve_profile
 
     run_folder, config = open_run(Path(run_dir))

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.config import ConfigError
+
 # Class names read as "the part is fine" when choosing the good class of a two-class problem.
 GOOD_NAMES = ("good", "ok", "pass", "functional", "normal", "nominal", "non_defective", "nondefective")
 
@@ -51,7 +53,7 @@ def good_class_index(classes: Sequence[str], *, good: str | None = None, counts:
     """
     if good is not None:
         if good not in classes:
-            raise ValueError(f"bench.good_class {good!r} is not one of the classes {list(classes)}.")
+            raise ConfigError(f"bench.good_class {good!r} is not one of the classes {list(classes)}.")
         return list(classes).index(good)
     for i, name in enumerate(classes):
         if name.lower().replace("-", "_") in GOOD_NAMES:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.config import BenchConfig
+from edgetl.errors import EdgetlError
 from edgetl.files import atomic_path, read_json, sha256_file, write_json_atomic
 
 THRESHOLD_FILE = "threshold.json"
@@ -23,7 +24,7 @@ THRESHOLD_FILE = "threshold.json"
 E2E_FILES = 64
 
 
-class BenchError(RuntimeError):
+class BenchError(EdgetlError, RuntimeError):
     """A measurement that could not be made; the message names the artifact and what to do."""
 
 

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.config import DataConfig
+from edgetl.errors import EdgetlError
 from edgetl.files import sha256_bytes, write_json_atomic, write_text_atomic
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 SPLITS = ("train", "val", "test")
 
 
-class DataError(ValueError):
+class DataError(EdgetlError, ValueError):
     """A data set that cannot be used as it is; the message names the files and the fix."""
 
 

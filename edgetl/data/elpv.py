@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.errors import EdgetlError
 from edgetl.files import atomic_dir, read_json, write_json_atomic
 
 MARKER = "elpv.json"
 
 
-class ElpvNotInstalled(RuntimeError):
+class ElpvNotInstalled(EdgetlError, RuntimeError):
     """The elpv-dataset package is missing."""
 
 

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.errors import EdgetlError
 from edgetl.files import atomic_path
 from edgetl.onnx_safety import check_onnx_file
 
 
-class GraphEditError(ValueError):
+class GraphEditError(EdgetlError, ValueError):
     """A graph this edit cannot be applied to exactly; the message says why and what to do."""
 
 

@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError
 
 from edgetl.calibration import CalibrationSet
 from edgetl.config import StrictModel
+from edgetl.errors import EdgetlError, IntegrityError, InvalidFileError, MissingInputError
 from edgetl.files import read_json, sha256_file, write_json_atomic
 from edgetl.targets.profiles import Precision, TargetProfile
 from edgetl.versions import library_versions
@@ -22,7 +23,7 @@ from edgetl.versions import library_versions
 ARTIFACT_FILE = "artifact.json"
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(EdgetlError, RuntimeError):
     """The backend's Python package (or device) is missing here; the message says what to do."""
 
 
@@ -65,12 +66,12 @@ class Artifact(StrictModel):
         """Load artifact.json; with ``verify`` every file must match its recorded sha256."""
         path = Path(folder) / ARTIFACT_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; compile the target again ('edgetl compile').")
+            raise MissingInputError(f"{path} is missing; compile the target again ('edgetl compile').")
         try:
             artifact = cls.model_validate(read_json(path))
         except ValidationError as exc:
             fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'top level'}: {e['msg']}" for e in exc.errors()[:5])
-            raise ValueError(
+            raise InvalidFileError(
                 f"{path} is not a valid artifact record ({fields}); recompile with 'edgetl compile'."
             ) from exc
         artifact.folder = Path(folder)
@@ -78,7 +79,7 @@ class Artifact(StrictModel):
             for name, digest in artifact.files.items():
                 file = Path(folder) / name
                 if not file.is_file() or sha256_file(file) != digest:
-                    raise ValueError(
+                    raise IntegrityError(
                         f"{file} is missing or differs from {path} (sha256); recompile with 'edgetl compile'."
                     )
         return artifact

@@ -10,6 +10,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from edgetl.calibration import CalibrationSet
+from edgetl.config import ConfigError
+from edgetl.errors import MissingInputError
 from edgetl.onnx_safety import check_onnx_file
 from edgetl.targets.base import Artifact, Runner, Target, block_index
 from edgetl.targets.bias_correction import correct_biases, spread
@@ -158,7 +160,7 @@ class OnnxRuntimeTarget(Target):
             shutil.copyfile(onnx, out / MODEL_FILE)
         elif precision == "int8":
             if calib is None:
-                raise ValueError("INT8 needs a calibration set; run 'edgetl calibrate' first.")
+                raise MissingInputError("INT8 needs a calibration set; run 'edgetl calibrate' first.")
             q = profile.quantization
             details = quantize_qdq(
                 onnx,
@@ -175,7 +177,7 @@ class OnnxRuntimeTarget(Target):
                 bias_correction=q.bias_correction,
             )
         else:
-            raise ValueError(f"onnxruntime targets build fp32 or int8, not {precision}.")
+            raise ConfigError(f"onnxruntime targets build fp32 or int8, not {precision}.")
         return self.artifact(profile, precision, MODEL_FILE, details)
 
     def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgetl.calibration import CalibrationSet
+from edgetl.errors import MissingInputError
 from edgetl.onnx_safety import check_onnx_file
 from edgetl.targets.base import Artifact, Runner, Target
 from edgetl.targets.profiles import Precision, TargetProfile
@@ -61,7 +62,7 @@ class OpenVinoTarget(Target):
         details: dict[str, Any] = {"ir": "fp16 weights" if precision == "fp16" else precision}
         if precision == "int8":
             if calib is None:
-                raise ValueError("INT8 needs a calibration set; run 'edgetl calibrate' first.")
+                raise MissingInputError("INT8 needs a calibration set; run 'edgetl calibrate' first.")
             import nncf
 
             preset = {

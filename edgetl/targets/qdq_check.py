@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.errors import EdgetlError
 from edgetl.onnx_safety import check_onnx_file
 from edgetl.targets.profiles import TargetProfile
 
@@ -25,7 +26,7 @@ TENSORRT_OPS = frozenset(
 _WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}
 
 
-class QdqCheckError(ValueError):
+class QdqCheckError(EdgetlError, ValueError):
     """A QDQ model TensorRT would reject or quantize differently; the message lists every problem."""
 
 

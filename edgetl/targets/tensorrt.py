@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgetl.calibration import CalibrationSet
+from edgetl.config import ConfigError
+from edgetl.errors import EdgetlError, MissingInputError
 from edgetl.files import atomic_path, write_bytes_atomic
 from edgetl.onnx_safety import check_onnx_file
 from edgetl.targets.base import Artifact, BackendUnavailable, Runner, Target
@@ -27,7 +29,7 @@ ONNX_FILES: dict[str, str] = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "
 FINGERPRINT_KEYS = ("tensorrt", "gpu", "compute_capability", "platform", "dla_core")
 
 
-class EngineError(RuntimeError):
+class EngineError(EdgetlError, RuntimeError):
     """An engine that cannot be built or used here; the message says what to do."""
 
 
@@ -277,7 +279,7 @@ def prepare_onnx(
     from edgetl.targets.qdq_check import check_qdq
 
     if precision not in profile.precisions:
-        raise ValueError(f"profile {profile.name} builds {', '.join(profile.precisions)}, not {precision}.")
+        raise ConfigError(f"profile {profile.name} builds {', '.join(profile.precisions)}, not {precision}.")
     if precision in ("fp32", "fp16"):
         shutil.copyfile(onnx, out / ONNX_FILES["fp32"])
     if precision == "fp32":
@@ -286,7 +288,7 @@ def prepare_onnx(
         to_fp16_onnx(onnx, out / ONNX_FILES["fp16"])
         return {"onnx": ONNX_FILES["fp16"], "weakly_typed_onnx": ONNX_FILES["fp32"]}
     if calib is None:
-        raise ValueError("INT8 needs a calibration set; run 'edgetl calibrate' first.")
+        raise MissingInputError("INT8 needs a calibration set; run 'edgetl calibrate' first.")
     q = profile.quantization
     details = quantize_qdq(
         onnx,

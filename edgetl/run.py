@@ -1,0 +1,64 @@
+"""The run folder: its layout (``RunDir``), creating it (``init_run``) and opening it again (``open_run``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgetl.config import BuildConfig, ConfigError, dump_config, load_build_config
+from edgetl.files import remove_stale_temps, write_text_atomic
+from edgetl.targets.profiles import resolve_profile
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside runs/<name>/."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def train(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def export(self) -> Path:
+        return self.root / "export"
+
+    @property
+    def calibration(self) -> Path:
+        return self.root / "calibration"
+
+    def target(self, profile: str, precision: str) -> Path:
+        return self.root / "targets" / profile / precision
+
+
+def init_run(config: BuildConfig, *, force: bool = False) -> RunDir:
+    """Create the run folder and write the resolved config."""
+    run = RunDir(config.run_dir)
+    if run.config.exists() and not force:
+        raise ConfigError(
+            f"{run.root} already holds a run; pass --force to rebuild it in place, or --name to start another."
+        )
+    for name in config.targets:
+        resolve_profile(name)
+    run.root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(run.root)
+    write_text_atomic(run.config, dump_config(config))
+    return run
+
+
+def open_run(run_dir: Path) -> tuple[RunDir, BuildConfig]:
+    """Open an existing run folder and its config."""
+    run = RunDir(Path(run_dir))
+    if not run.config.is_file():
+        raise ConfigError(f"{run.config} is missing; create the run with 'edgetl build' or 'edgetl init'.")
+    remove_stale_temps(run.root)
+    return run, load_build_config(run.config)
