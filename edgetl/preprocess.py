@@ -9,8 +9,10 @@ Decode rule (the same in training, bench and the deployed numpy code):
    than Pillow's ``Image.MAX_IMAGE_PIXELS`` are refused (decompression bombs); that limit is never lifted.
 3. Alpha is dropped; palette, CMYK and YCbCr images are converted to RGB by Pillow.
 4. A one-channel model gets ITU-R 601 luma of colour images; a three-channel model gets grey replicated.
-5. The image is resized to ``input_size`` x ``input_size`` with Pillow's bilinear filter (aspect not kept:
-   inspection crops are framed by the fixture), scaled to [0, 1] and normalised with ``mean`` / ``std``.
+5. The image is resized to ``input_size`` x ``input_size`` with Pillow's bilinear filter: ``stretch`` fills the
+   square (aspect not kept), ``letterbox`` scales the longer side to ``input_size`` (``round(side * scale)``) and
+   centres the image on black padding (offset ``(input_size - new) // 2``; nvinfer's ``maintain-aspect-ratio=1``
+   with ``symmetric-padding=1``). Then pixels are scaled to [0, 1] and normalised with ``mean`` / ``std``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ class PreprocessSpec(StrictModel):
     channels: Literal[1, 3] = Field(3, description="Model input channels: 1 grey, 3 RGB.")
     mean: list[float] = Field(default_factory=lambda: list(IMAGENET_MEAN), description="Per channel, 0..1 scale.")
     std: list[float] = Field(default_factory=lambda: list(IMAGENET_STD), description="Per channel, 0..1 scale.")
-    resize: Literal["stretch"] = Field("stretch", description="Whole image to input_size x input_size.")
+    resize: Literal["stretch", "letterbox"] = Field(
+        "stretch",
+        description="stretch: whole image to the square input; letterbox: keep the aspect ratio, pad with black.",
+    )
     interpolation: Literal["bilinear"] = Field("bilinear", description="Pillow resampling filter.")
     layout: Literal["NCHW"] = "NCHW"
     dtype: Literal["float32"] = "float32"
@@ -55,10 +60,12 @@ class PreprocessSpec(StrictModel):
     sixteen_bit: Literal["scale_linear"] = Field("scale_linear", description="16-bit grey -> round(v / 257).")
 
     @classmethod
-    def for_channels(cls, channels: Literal[1, 3], *, input_size: int = 224) -> PreprocessSpec:
+    def for_channels(
+        cls, channels: Literal[1, 3], *, input_size: int = 224, resize: Literal["stretch", "letterbox"] = "stretch"
+    ) -> PreprocessSpec:
         """ImageNet normalisation for 3 channels, its channel average for 1 channel."""
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else (GRAY_MEAN, GRAY_STD)
-        return cls(input_size=input_size, channels=channels, mean=list(mean), std=list(std))
+        return cls(input_size=input_size, channels=channels, mean=list(mean), std=list(std), resize=resize)
 
 
 def _canonical(image: Image.Image) -> Image.Image:
@@ -120,10 +127,23 @@ def decode_image(path: Path) -> Image.Image:
         raise ImageDecodeError(f"cannot decode: {exc}") from exc
 
 
+def letterbox(image: Image.Image, side: int) -> Image.Image:
+    """Scale the longer side to ``side`` (bilinear) and centre the image on a black ``side`` x ``side`` canvas."""
+    width, height = image.size
+    scale = side / max(width, height)
+    new = (max(1, round(width * scale)), max(1, round(height * scale)))
+    canvas = Image.new(image.mode, (side, side), 0)
+    canvas.paste(image.resize(new, Image.Resampling.BILINEAR), ((side - new[0]) // 2, (side - new[1]) // 2))
+    return canvas
+
+
 def resized_uint8(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    """Convert to the model's channels and resize: uint8 array (H, W, C)."""
+    """Convert to the model's channels and resize by the spec's rule: uint8 array (H, W, C)."""
     image = image.convert("L" if spec.channels == 1 else "RGB")
-    image = image.resize((spec.input_size, spec.input_size), Image.Resampling.BILINEAR)
+    if spec.resize == "letterbox":
+        image = letterbox(image, spec.input_size)
+    else:
+        image = image.resize((spec.input_size, spec.input_size), Image.Resampling.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
     return array[:, :, None] if array.ndim == 2 else array
 
@@ -159,7 +179,9 @@ def torchvision_transform(spec: PreprocessSpec) -> Any:
     return v2.Compose(
         [
             v2.Lambda(lambda im: im.convert("L" if spec.channels == 1 else "RGB")),
-            v2.Resize((spec.input_size, spec.input_size), interpolation=v2.InterpolationMode.BILINEAR),
+            v2.Lambda(lambda im: letterbox(im, spec.input_size))
+            if spec.resize == "letterbox"
+            else v2.Resize((spec.input_size, spec.input_size), interpolation=v2.InterpolationMode.BILINEAR),
             v2.PILToTensor(),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean=spec.mean, std=spec.std),

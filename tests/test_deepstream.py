@@ -107,3 +107,16 @@ def test_write_deepstream_folder(tmp_path: Path):
     files = write_deepstream(tmp_path / "ds", spec, ["good", "crack", "chip"], {"fp32": onnx_path, "fp16": onnx_path})
     assert set(files) == {"labels.txt", "model.onnx", "config_infer_fp32.txt", "config_infer_fp16.txt"}
     assert (tmp_path / "ds" / "labels.txt").read_text().strip() == "good;crack;chip"
+
+
+def test_nvinfer_keeps_the_aspect_ratio_of_a_letterbox_model():
+    boxed = configparser.ConfigParser()
+    boxed.read_string(
+        nvinfer_config(
+            PreprocessSpec.for_channels(1, input_size=64, resize="letterbox"), onnx_file="m", precision="fp32"
+        )
+    )
+    assert boxed["property"]["maintain-aspect-ratio"] == "1" and boxed["property"]["symmetric-padding"] == "1"
+    squashed = configparser.ConfigParser()
+    squashed.read_string(nvinfer_config(PreprocessSpec.for_channels(1, input_size=64), onnx_file="m", precision="fp32"))
+    assert squashed["property"]["maintain-aspect-ratio"] == "0" and "symmetric-padding" not in squashed["property"]

@@ -83,3 +83,28 @@ def test_corrupt_and_empty_files_raise_with_reason(tmp_path: Path):
     for path in (empty, text, truncated):
         with pytest.raises(ImageDecodeError):
             decode_image(path)
+
+
+def test_letterbox_keeps_the_aspect_ratio_and_centres_on_black(tmp_path: Path):
+    from edgetl.preprocess import letterbox, resized_uint8
+
+    wide = Image.fromarray(np.full((20, 80), 200, np.uint8), mode="L")
+    boxed = np.asarray(letterbox(wide, 40))
+    assert boxed.shape == (40, 40)
+    # 80x20 -> 40x10, centred: rows 15..24 hold the image, the rest is black padding.
+    assert (boxed[15:25] == 200).all() and (boxed[:15] == 0).all() and (boxed[25:] == 0).all()
+    spec = PreprocessSpec.for_channels(1, input_size=40, resize="letterbox")
+    np.testing.assert_array_equal(resized_uint8(wide, spec)[:, :, 0], boxed)
+    stretched = resized_uint8(wide, PreprocessSpec.for_channels(1, input_size=40))
+    assert (stretched == 200).all()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_letterbox_numpy_runtime_matches_torchvision_transform(tmp_path: Path, channels: int):
+    rng = np.random.default_rng(3)
+    path = tmp_path / "tall.png"
+    Image.fromarray(rng.integers(0, 255, (70, 33, 3), dtype=np.uint8)).save(path)
+    spec = PreprocessSpec.for_channels(channels, input_size=32, resize="letterbox")  # type: ignore[arg-type]
+    ours = preprocess_file(path, spec)
+    theirs = torchvision_transform(spec)(decode_image(path)).unsqueeze(0).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
