@@ -115,8 +115,8 @@ def write_bundle(
     """Write the bundle folder atomically (an earlier bundle survives until the new one is complete).
 
     ``models``: precision -> prepared ONNX (model.onnx, model.fp16.onnx, model.qdq.onnx); ``references``:
-    precision -> reference logits of ``golden_inputs``; ``thresholds``: precision -> reject threshold (two-class
-    models), written to thresholds.json.
+    precision -> reference logits of ``golden_inputs``; ``thresholds``: precision -> reject threshold (the good
+    class against the rest), written to thresholds.json and carried into the DeepStream and Triton configs.
     """
     from edgetl.deploy.deepstream import write_deepstream
     from edgetl.deploy.triton import Kind, TritonModel, write_model
@@ -141,21 +141,29 @@ def write_bundle(
             np.save(tmp / reference_files[precision], logits.astype(np.float32), allow_pickle=False)
 
         ds_sources = {p: (tmp / "model.onnx" if p in ("fp32", "fp16") else tmp / models[p].name) for p in models}
-        deepstream = write_deepstream(tmp / "deepstream", spec, classes, ds_sources, dla_core=profile.tensorrt.dla_core)
+        deepstream = write_deepstream(
+            tmp / "deepstream", spec, classes, ds_sources, dla_core=profile.tensorrt.dla_core, thresholds=thresholds
+        )
 
         triton_root = tmp / "triton"
 
-        def triton_model(suffix: str, kind: Kind, *, gpu: bool = True) -> TritonModel:
-            return TritonModel(f"{name}_{suffix}", kind, spec.channels, spec.input_size, classes, gpu=gpu)
+        reject = thresholds or {}
 
-        triton = write_model(triton_root, triton_model("onnx", "onnxruntime_onnx"), {"model.onnx": tmp / "model.onnx"})
+        def triton_model(suffix: str, kind: Kind, precision: str, *, gpu: bool = True) -> TritonModel:
+            return TritonModel(
+                f"{name}_{suffix}", kind, spec.channels, spec.input_size, classes, gpu=gpu, reject=reject.get(precision)
+            )
+
+        triton = write_model(
+            triton_root, triton_model("onnx", "onnxruntime_onnx", "fp32"), {"model.onnx": tmp / "model.onnx"}
+        )
         ir = _openvino_ir(tmp / "model.onnx")
         if ir is not None:
             files = {"model.xml": ir / "model.xml", "model.bin": ir / "model.bin"}
-            triton += write_model(triton_root, triton_model("openvino", "openvino", gpu=False), files)
+            triton += write_model(triton_root, triton_model("openvino", "openvino", "fp32", gpu=False), files)
             shutil.rmtree(ir, ignore_errors=True)
         for precision in models:
-            triton += write_model(triton_root, triton_model(f"trt_{precision}", "tensorrt_plan"), None)
+            triton += write_model(triton_root, triton_model(f"trt_{precision}", "tensorrt_plan", precision), None)
 
         manifest: dict[str, Any] = {
             "kind": KIND,

@@ -166,7 +166,7 @@ def stage_bench(
     slices = [s.slice for s in test_samples]
     classes = list(dataset.classes)
     train_counts = [sum(1 for s in dataset.split("train") if s.label == c) for c in classes]
-    good = good_class_index(classes, good=settings.good_class, counts=train_counts) if len(classes) == 2 else None
+    good = good_class_index(classes, good=settings.good_class, counts=train_counts)
     reference = reference_logits(
         run.train / "model.pt", inputs, run.root / "bench" / "reference_logits.npz", threads=threads
     )
@@ -360,12 +360,11 @@ def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> di
 def _bundle_thresholds(
     config: BuildConfig, dataset: Dataset, val_logits: dict[str, np.ndarray], y_val: np.ndarray
 ) -> dict[str, Any]:
-    """Two-class models: each precision's reject threshold, tuned on validation for bench.max_false_reject."""
+    """Each precision's reject threshold (the good class against the rest), tuned on validation for
+    bench.max_false_reject."""
     from edgetl.bench.accuracy import defect_scores, good_class_index, reject_threshold
 
     classes = list(dataset.classes)
-    if len(classes) != 2:
-        return {}
     counts = [sum(1 for s in dataset.split("train") if s.label == c) for c in classes]
     good = good_class_index(classes, good=config.bench.good_class, counts=counts)
     if (y_val == good).all() or (y_val != good).all():

@@ -221,3 +221,19 @@ def test_bench_skips_a_target_whose_backend_is_missing(tiny_run, monkeypatch):
     monkeypatch.setattr(OpenVinoTarget, "is_available", lambda self: False)
     report = stage_bench(config, run, [resolve_profile("cpu"), resolve_profile("intel-cpu")])
     assert {a["target"] for a in report["artifacts"]} == {"cpu"}
+
+
+def test_every_model_gets_a_reject_threshold_good_against_the_rest():
+    from edgetl.config import BuildConfig
+    from edgetl.data.dataset import Dataset, Sample
+    from edgetl.pipeline import _bundle_thresholds
+
+    classes = ["dent", "ok", "scratch"]
+    samples = [Sample(Path(f"{i}.png"), classes[i % 3], "train") for i in range(30)]
+    dataset = Dataset(samples=samples, classes=classes, root=Path("."))
+    config = BuildConfig.model_validate({"data": {"root": "."}})
+    rng = np.random.default_rng(0)
+    y_val = np.array([0, 1, 1, 1, 2, 1, 1, 0, 1, 2, 1, 1])
+    logits = rng.normal(size=(len(y_val), 3)) + 3 * np.eye(3)[y_val]
+    thresholds = _bundle_thresholds(config, dataset, {"fp32": logits}, y_val)
+    assert thresholds["fp32"]["good_class"] == "ok" and 0 <= thresholds["fp32"]["threshold"] <= 1.0 + 1e-9

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,23 @@ def test_unknown_file_for_a_backend_is_refused(tmp_path: Path):
     model = TritonModel("m", "openvino", channels=1, size=8, classes=["a", "b"])
     with pytest.raises(ValueError, match="model.xml"):
         write_model(tmp_path, model, {"model.onnx": tmp_path / "x"})
+
+
+def test_reject_rule_travels_as_model_parameters():
+    reject = {"good_class": "ok", "threshold": 0.4321}
+    model = TritonModel("m", "onnxruntime_onnx", channels=1, size=8, classes=["ok", "scratch", "dent"], reject=reject)
+    config = parse_model_config(model_config(model))
+    assert config.parameters["edgetl_reject_threshold"].string_value == "0.4321"
+    assert config.parameters["edgetl_good_class"].string_value == "ok"
+
+
+def test_bundle_configs_carry_each_precisions_threshold(trt_run):
+    _, run, _ = trt_run
+    bundle = run.root / "bundle" / "jetson-orin-nano"
+    thresholds = json.loads((bundle / "thresholds.json").read_text())
+    int8 = parse_model_config((bundle / "triton" / "tiny_trt_int8" / "config.pbtxt").read_text())
+    assert float(int8.parameters["edgetl_reject_threshold"].string_value) == pytest.approx(
+        thresholds["int8"]["threshold"], rel=1e-5
+    )
+    ds = (bundle / "deepstream" / "config_infer_int8.txt").read_text()
+    assert f"1 - P({thresholds['int8']['good_class']}) >=" in ds

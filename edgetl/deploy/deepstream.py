@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,8 +64,13 @@ def nvinfer_config(
     batch_size: int = 1,
     threshold: float = 0.0,
     dla_core: int | None = None,
+    reject: dict[str, Any] | None = None,
 ) -> str:
-    """The text of an nvinfer config file for a primary classifier."""
+    """The text of an nvinfer config file for a primary classifier.
+
+    ``reject`` (thresholds.json's entry for this precision) is written as comments: nvinfer attaches the most
+    probable label, and the OK / reject decision is the application's, ``1 - P(good) >= threshold``.
+    """
     ds = deepstream_input(spec)
     mode = NETWORK_MODE[precision]
     engine = f"{onnx_file}_b{batch_size}_{'dla' if dla_core is not None else 'gpu'}0_{precision}.engine"
@@ -74,6 +80,14 @@ def nvinfer_config(
         "# net-scale-factor * (pixel - offsets) == (pixel / 255 - mean) / std"
         + (" with 1/std folded into the first convolution." if ds.fold_scale else "."),
         "# nvinfer's scaler is not Pillow's: feed crops close to the input size for identical pixels.",
+        *(
+            [
+                f"# Reject rule tuned by edgetl (thresholds.json): reject the part when "
+                f"1 - P({reject['good_class']}) >= {reject['threshold']:.6g}",
+            ]
+            if reject
+            else []
+        ),
         "[property]",
         "gpu-id=0",
         f"onnx-file={onnx_file}",
@@ -106,6 +120,7 @@ def write_deepstream(
     models: dict[str, Path],
     *,
     dla_core: int | None = None,
+    thresholds: dict[str, Any] | None = None,
 ) -> list[str]:
     """Write folder/ with the DeepStream models, labels and one config per precision; returns file names.
 
@@ -123,7 +138,13 @@ def write_deepstream(
             converted[source] = name
             written.append(name)
         config = f"config_infer_{precision}.txt"
-        text = nvinfer_config(spec, onnx_file=converted[source], precision=precision, dla_core=dla_core)
+        text = nvinfer_config(
+            spec,
+            onnx_file=converted[source],
+            precision=precision,
+            dla_core=dla_core,
+            reject=(thresholds or {}).get(precision),
+        )
         write_text_atomic(folder / config, text)
         written.append(config)
     return written

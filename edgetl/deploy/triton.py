@@ -30,6 +30,7 @@ class TritonModel:
     gpu: bool = False
     input_name: str = "input"
     output_name: str = "logits"
+    reject: dict[str, Any] | None = None  # thresholds.json's entry: travels as model parameters
 
 
 def model_config(model: TritonModel) -> str:
@@ -66,6 +67,13 @@ def model_config(model: TritonModel) -> str:
     ]
     if model.max_batch_size:
         lines += ["dynamic_batching { }"]
+    if model.reject:
+        for key, value in (
+            ("edgetl_good_class", model.reject["good_class"]),
+            ("edgetl_reject_threshold", f"{model.reject['threshold']:.6g}"),
+            ("edgetl_reject_rule", f"reject when 1 - P({model.reject['good_class']}) >= threshold"),
+        ):
+            lines += ["parameters {", f'  key: "{key}"', f'  value: {{ string_value: "{value}" }}', "}"]
     return "\n".join(lines) + "\n"
 
 
