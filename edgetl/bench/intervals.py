@@ -1,0 +1,116 @@
+"""95 % intervals for every headline figure, honest about images that come in groups.
+
+- Proportions (accuracy, per-class recall, defect recall, false-reject rate): the Wilson score interval. When
+  the images come from groups (several shots of one part), shots of one part are not independent draws, so the
+  count is first divided by the design effect of the groups (Kish), estimated from the spread of the group
+  totals: ``n_eff = n / deff``. One image per group gives ``deff = 1``, the textbook Wilson interval.
+- Balanced accuracy: a percentile bootstrap that resamples whole groups (a fixed seed, so a report is
+  reproducible).
+
+Every interval is ``[low, high]`` with ``low <= point <= high``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Z95 = 1.959963984540054
+BOOTSTRAP_RESAMPLES = 2000
+_SEED = 20240601
+
+
+def wilson(successes: float, n: float, *, z: float = Z95) -> list[float]:
+    """Wilson score interval of ``successes`` out of ``n`` (both may be effective, non-integer counts)."""
+    if n <= 0:
+        return [0.0, 1.0]
+    p = min(max(successes / n, 0.0), 1.0)
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def _group_codes(groups: Sequence[str] | np.ndarray | None, n: int) -> np.ndarray:
+    if groups is None:
+        return np.arange(n)
+    _, codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    return np.asarray(codes)
+
+
+def design_effect(hits: np.ndarray, groups: Sequence[str] | np.ndarray | None) -> float:
+    """How much grouping inflates the variance of the share of ``hits`` (>= 1).
+
+    Ratio-estimator variance of the group totals against the binomial variance. Where every image agrees
+    (share 0 or 1) the spread says nothing, and the mean group size is used: the worst case, one shot per part.
+    """
+    hits = np.asarray(hits, dtype=np.float64)
+    n = len(hits)
+    if n == 0:
+        return 1.0
+    codes = _group_codes(groups, n)
+    sizes = np.bincount(codes).astype(np.float64)
+    g = len(sizes)
+    if g == n:
+        return 1.0
+    p = hits.mean()
+    if p <= 0.0 or p >= 1.0 or g < 2:
+        return float(n / g)
+    totals = np.bincount(codes, weights=hits)
+    var_cluster = g / (g - 1) * np.sum((totals - p * sizes) ** 2) / n**2
+    var_binomial = p * (1 - p) / n
+    return float(min(max(var_cluster / var_binomial, 1.0), sizes.max()))
+
+
+def proportion_interval(hits: np.ndarray, groups: Sequence[str] | np.ndarray | None = None) -> list[float]:
+    """95 % interval of the share of true values in ``hits``: Wilson on the effective count."""
+    hits = np.asarray(hits, dtype=bool)
+    n = len(hits)
+    if n == 0:
+        return [0.0, 1.0]
+    n_eff = n / design_effect(hits, groups)
+    return wilson(float(hits.mean()) * n_eff, n_eff)
+
+
+def balanced_accuracy_interval(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    groups: Sequence[str] | np.ndarray | None = None,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = _SEED,
+) -> list[float]:
+    """Percentile bootstrap over groups of the balanced accuracy (mean recall of the classes present)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    n = len(y_true)
+    if n == 0:
+        return [0.0, 1.0]
+    codes = _group_codes(groups, n)
+    classes = np.unique(y_true)
+    onehot = (y_true[:, None] == classes[None, :]).astype(np.float64)
+    num_groups = int(codes.max()) + 1
+    totals = np.zeros((num_groups, len(classes)))
+    correct = np.zeros((num_groups, len(classes)))
+    np.add.at(totals, codes, onehot)
+    np.add.at(correct, codes, onehot * (y_true == y_pred)[:, None])
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(num_groups, np.full(num_groups, 1.0 / num_groups), size=resamples).astype(np.float64)
+    denom = counts @ totals
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(denom > 0, (counts @ correct) / np.where(denom > 0, denom, 1.0), np.nan)
+    values = np.nanmean(recall, axis=1)
+    low, high = np.nanpercentile(values, [2.5, 97.5])
+    point = float(np.mean([(y_pred[y_true == c] == c).mean() for c in classes]))
+    return [float(min(low, point)), float(max(high, point))]
+
+
+def independent_groups(groups: Sequence[str] | np.ndarray | None, n: int) -> int:
+    """Number of distinct groups among ``n`` images (``n`` without groups)."""
+    return len(np.unique(_group_codes(groups, n))) if n else 0
+
+
+def overlaps(a: Sequence[float], point_a: float, b: Sequence[float], point_b: float) -> bool:
+    """True when each point estimate lies inside the other's interval: a change that is not a change."""
+    return bool(a[0] <= point_b <= a[1] and b[0] <= point_a <= b[1])
