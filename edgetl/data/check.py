@@ -52,6 +52,7 @@ class CheckReport:
     findings: list[Finding] = field(default_factory=list)
     summary: dict[str, object] = field(default_factory=dict)
     dhashes: dict[str, bytes] = field(default_factory=dict)
+    gray: dict[str, bool] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Finding]:
@@ -153,7 +154,15 @@ def inspect_image(sample: Sample, *, min_size: int) -> tuple[str | None, dict[st
             "use larger crops or lower data.min_image_size"
         ), {}
     sample.sha256 = sha256_bytes(data)
-    return None, {"mode": image.mode, "size": image.size, "dhash": dhash(image)}
+    return None, {"mode": image.mode, "size": image.size, "dhash": dhash(image), "gray": is_gray(image)}
+
+
+def is_gray(image: Image.Image) -> bool:
+    """True for one-channel images and for colour files whose three channels are equal everywhere."""
+    if image.mode == "L":
+        return True
+    array = np.asarray(image.convert("RGB"))
+    return bool((array[:, :, 0] == array[:, :, 1]).all() and (array[:, :, 1] == array[:, :, 2]).all())
 
 
 def _list_samples(config: DataConfig, findings: list[Finding]) -> tuple[Path, Path, list[Sample]]:
@@ -199,12 +208,17 @@ def check_dataset(config: DataConfig, *, threads: int = 4) -> CheckReport:
     _check_duplicates(report, good, config)
     modes = Counter(str(info["mode"]) for _, info in good)
     sizes = Counter("x".join(map(str, info["size"])) for _, info in good)  # type: ignore[call-overload]
+    report.gray = {str(s.path): bool(info["gray"]) for s, info in good}
+    dims = np.array([info["size"] for _, info in good], dtype=np.float64).reshape(-1, 2)
     report.summary = {
         "images_ok": len(good),
         "classes": dict(sorted(Counter(s.label for s in samples).items())),
         "modes": dict(modes),
         "sizes": dict(sizes.most_common(5)),
         "distinct_sizes": len(sizes),
+        "gray_images": sum(report.gray.values()),
+        "median_short_side": float(np.median(dims.min(axis=1))) if len(dims) else None,
+        "median_aspect": float(np.median(dims.max(axis=1) / np.maximum(dims.min(axis=1), 1))) if len(dims) else None,
     }
     return report
 

@@ -7,12 +7,16 @@ import io
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgetl.config import DataConfig
 from edgetl.errors import EdgetlError
 from edgetl.files import sha256_bytes, write_json_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    from edgetl.data.grouping import GroupingResult
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 SPLITS = ("train", "val", "test")
@@ -128,33 +132,30 @@ def _parse_manifest(manifest: Path, text: str) -> list[Sample]:
 
 
 def _assign_splits(samples: list[Sample], config: DataConfig) -> None:
-    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+    """Stratified, group-aware train / val / test: every group lands whole in one split."""
+    from sklearn.model_selection import StratifiedGroupKFold
 
     labels = np.array([s.label for s in samples])
+    groups = np.array([s.group or f"image-{i}" for i, s in enumerate(samples)])
     index = np.arange(len(samples))
-    grouped = any(s.group for s in samples)
-    if grouped:
-        groups = np.array([s.group or f"__single_{i}" for i, s in enumerate(samples)])
-
-        if len(set(groups)) < 3:
-            raise DataError("the group column names fewer than 3 groups; train, val and test each need one.")
-
-        def group_split(idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-            folds = min(max(2, round(1 / fraction)), len(set(groups[idx])))
-            splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-            keep, held = next(splitter.split(idx, labels[idx], groups[idx]))
-            return idx[keep], idx[held]
-
-        rest, test = group_split(index, config.test_fraction, config.seed)
-        train, val = group_split(rest, config.val_fraction / (1 - config.test_fraction), config.seed + 1)
-    else:
-        rest, test = train_test_split(index, test_size=config.test_fraction, stratify=labels, random_state=config.seed)
-        train, val = train_test_split(
-            rest,
-            test_size=config.val_fraction / (1 - config.test_fraction),
-            stratify=labels[rest],
-            random_state=config.seed,
+    if len(set(groups.tolist())) < 3:
+        raise DataError(
+            "the images form fewer than 3 independent groups (parts); train, val and test each need one. "
+            "Add images of more parts, or check data.group_pattern / the manifest's group column."
         )
+
+    def group_split(idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        import warnings
+
+        folds = min(max(2, round(1 / fraction)), len(set(groups[idx].tolist())))
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a class with fewer groups than folds: sklearn warns, the split holds
+            keep, held = next(splitter.split(idx, labels[idx], groups[idx]))
+        return idx[keep], idx[held]
+
+    rest, test = group_split(index, config.test_fraction, config.seed)
+    train, val = group_split(rest, config.val_fraction / (1 - config.test_fraction), config.seed + 1)
     for name, idx in (("train", train), ("val", val), ("test", test)):
         for i in idx:
             samples[int(i)].split = name
@@ -166,42 +167,70 @@ def dataset_hash(samples: list[Sample]) -> str:
     return sha256_bytes("\n".join(rows).encode("utf-8"))
 
 
-def prepare_dataset(config: DataConfig, out_dir: Path) -> Dataset:
-    """Read, check, split and describe the data; write out_dir/split.csv and dataset.json.
+def prepare_dataset(
+    config: DataConfig, out_dir: Path, *, good_class: str | None = None, max_false_reject: float = 0.01
+) -> Dataset:
+    """Read, check, group, split and describe the data; write out_dir/split.csv and dataset.json.
 
-    Runs :func:`edgetl.data.check.check_dataset` first and writes its report (check.json, check.csv).
+    Runs :func:`edgetl.data.check.check_dataset` first and writes its report (check.json, check.csv), then
+    joins images of one part into groups (:mod:`edgetl.data.grouping`) that the split never cuts. ``good_class``
+    and ``max_false_reject`` decide whether the validation split can tune a reject threshold on its own.
 
     Raises:
-        DataError: every problem the check found (unreadable images, too few images per class, a single class...).
+        DataError: every problem the check found (unreadable images, too few images per class, a single class...),
+            or a named group that a manifest's split column cuts.
     """
-    from edgetl.data.check import check_report_or_raise, cross_split_near_duplicates
+    from edgetl.data.check import check_report_or_raise
 
     report = check_report_or_raise(config, out_dir)
     source, root, samples = report.source, report.root, report.samples
     counts = Counter(s.label for s in samples)
     classes = sorted(counts)
+    grouping = _group(samples, root, report, config)
     given = [s.split for s in samples]
+    warnings = []
     if all(given):
         missing = [name for name in SPLITS if name not in given]
         if missing:
             raise DataError(f"{source}: the split column has no {missing} rows; every split needs images.")
         split_source = "manifest"
+        warnings += _given_splits_respect_groups(samples, grouping, source)
     elif any(given):
         raise DataError(f"{source}: the split column is filled for some rows only; fill it for all or none.")
     else:
         _assign_splits(samples, config)
-        split_source = "grouped" if any(s.group for s in samples) else "stratified"
-    warnings = []
+        split_source = "stratified by class, grouped by part"
     ratio = max(counts.values()) / min(counts.values())
     if ratio > config.imbalance_warning_ratio:
         warnings.append(f"class imbalance: largest/smallest = {ratio:.1f} ({dict(counts)})")
     near = [f for f in report.warnings if f.reason.startswith("near-identical")]
     if near:
-        straddling = cross_split_near_duplicates(report, samples, max_bits=config.near_duplicate_bits)
-        warnings.append(
-            f"{len(near)} near-identical image pairs, {straddling} of them across splits "
-            f"(listed in {out_dir / 'check.csv'}); a group column keeps such images in one split"
+        kept = (
+            "each pair shares a group, so it stays in one split"
+            if config.grouping != "none"
+            else ("data.grouping is none, so they may land in different splits")
         )
+        warnings.append(f"{len(near)} near-identical image pairs (listed in {out_dir / 'check.csv'}); {kept}")
+    if grouping.stats["images_in_shared_groups"]:
+        warnings.append(
+            f"{grouping.stats['images_in_shared_groups']} images share a group with another image "
+            f"({grouping.stats['named_images']} named, {grouping.stats['auto_linked_images']} linked automatically); "
+            "each group stays in one split"
+        )
+    conflicts = int(grouping.stats["links"]["hash"]["conflict"]) + int(  # type: ignore[index]
+        grouping.stats["links"]["embedding"]["conflict"]  # type: ignore[index]
+    )
+    if conflicts:
+        warnings.append(
+            f"{conflicts} pairs of near-identical images carry different group names; check that the group column "
+            "or data.group_pattern names one part once"
+        )
+    independent = {split: len({s.group for s in samples if s.split == split}) for split in SPLITS}
+    gray = report.gray
+    images = dict(report.summary)
+    images["gray_train"] = sum(1 for s in samples if s.split == "train" and gray.get(str(s.path), False))
+    validation = validation_adequacy(samples, classes, good_class=good_class, max_false_reject=max_false_reject)
+    warnings += [f"validation split too small: {reason}" for reason in validation["reasons"]]  # type: ignore[attr-defined]
     dataset = Dataset(samples=samples, classes=classes, root=root, warnings=warnings)
     dataset.info = {
         "source": str(source),
@@ -212,8 +241,10 @@ def prepare_dataset(config: DataConfig, out_dir: Path) -> Dataset:
             split: {c: sum(1 for s in samples if s.split == split and s.label == c) for c in classes}
             for split in SPLITS
         },
+        "groups": {"independent": independent, **grouping.stats},
+        "validation": validation,
         "slices": dict(Counter(s.slice for s in samples if s.slice)),
-        "images": report.summary,
+        "images": images,
         "check": {"errors": 0, "warnings": len(report.warnings), "report": "check.csv"},
         "hash": dataset_hash(samples),
         "seed": config.seed,
@@ -222,6 +253,109 @@ def prepare_dataset(config: DataConfig, out_dir: Path) -> Dataset:
     write_split_csv(dataset, out_dir / "split.csv")
     write_json_atomic(out_dir / "dataset.json", dataset.info)
     return dataset
+
+
+def _group(samples: list[Sample], root: Path, report: object, config: DataConfig) -> GroupingResult:
+    """Fill every sample's group (manifest column, then group_pattern, then automatic links)."""
+    from edgetl.data.check import near_duplicate_pairs
+    from edgetl.data.grouping import embedding_links, group_samples, pattern_groups
+
+    named = [s.group for s in samples]
+    if config.group_pattern:
+        missing = [i for i, name in enumerate(named) if not name]
+        found = pattern_groups([samples[i] for i in missing], root, config.group_pattern)
+        for i, name in zip(missing, found, strict=True):
+            named[i] = name
+    hash_pairs: list[tuple[int, int, int]] = []
+    embedding_pairs: list[tuple[int, int, float]] = []
+    facts: dict[str, object] = {"embedding": {"used": False, "reason": f"data.grouping is {config.grouping}"}}
+    if config.grouping != "none":
+        by_sha: dict[str, int] = {}
+        for i, s in enumerate(samples):
+            if s.sha256 and s.sha256 in by_sha:
+                hash_pairs.append((by_sha[s.sha256], i, 0))
+            elif s.sha256:
+                by_sha[s.sha256] = i
+        dhashes: dict[str, bytes] = report.dhashes  # type: ignore[attr-defined]
+        known = [i for i, s in enumerate(samples) if str(s.path) in dhashes]
+        pairs = near_duplicate_pairs(
+            [dhashes[str(samples[i].path)] for i in known], max_bits=config.near_duplicate_bits
+        )
+        hash_pairs += [(known[a], known[b], bits) for a, b, bits in pairs]
+    if config.grouping == "auto":
+        usable = [i for i, s in enumerate(samples) if s.sha256]
+        found_pairs, facts["embedding"] = embedding_links(
+            [samples[i] for i in usable], neighbours=config.group_neighbours, seed=config.seed
+        )
+        embedding_pairs = [(usable[a], usable[b], sim) for a, b, sim in found_pairs]
+    # Small sets keep enough groups to split: an automatic group holds at most 1/12 of the images.
+    cap = min(config.max_group_size, max(2, len(samples) // 12))
+    result = group_samples(
+        samples, named=named, hash_pairs=hash_pairs, embedding_pairs=embedding_pairs, max_group_size=cap
+    )
+    for s, group in zip(samples, result.groups, strict=True):
+        s.group = group
+    result.stats["source"] = (
+        "data.group_pattern" if config.group_pattern else "manifest group column" if any(named) else "automatic"
+    )
+    result.stats.update(facts)
+    return result
+
+
+def _given_splits_respect_groups(samples: list[Sample], grouping: GroupingResult, source: Path) -> list[str]:
+    """A named group cut by a manifest's split column is an error; an automatic group cut by it, a warning."""
+    splits_of: dict[str, set[str]] = {}
+    for s in samples:
+        splits_of.setdefault(s.group, set()).add(s.split)
+    cut = sorted(g for g, splits in splits_of.items() if len(splits) > 1)
+    named = [g for g in cut if not g.startswith("auto-")]
+    if named:
+        listing = ", ".join(f"{g} ({'/'.join(sorted(splits_of[g]))})" for g in named[:10])
+        raise DataError(
+            f"{source}: the split column puts one part in several splits: {listing}"
+            f"{' ...' if len(named) > 10 else ''}. Keep every image of a group in one split, or leave the split "
+            "column empty and let edgetl split by group."
+        )
+    if cut:
+        return [
+            f"{len(cut)} automatic groups of near-identical images straddle the manifest's splits; the test score "
+            "may be optimistic (leave the split column empty to split by group)"
+        ]
+    return []
+
+
+def validation_adequacy(
+    samples: list[Sample], classes: list[str], *, good_class: str | None, max_false_reject: float
+) -> dict[str, object]:
+    """Whether the validation split can tune and trust choices on its own, and if not, why.
+
+    Too small: fewer good images than a false-reject budget needs (at least 20, and 0.2 / budget: 20 for 1 %),
+    or a class with fewer than 5 images. Then choices fall to cross-validation on train+val.
+    """
+    from edgetl.bench.accuracy import good_class_index
+
+    val = [s for s in samples if s.split == "val"]
+    per_class = Counter(s.label for s in val)
+    train_counts = [sum(1 for s in samples if s.split == "train" and s.label == c) for c in classes]
+    good = classes[good_class_index(classes, good=good_class, counts=train_counts)]
+    need_good = max(20, int(np.ceil(0.2 / max(max_false_reject, 1e-6))))
+    reasons = []
+    if per_class.get(good, 0) < need_good:
+        reasons.append(
+            f"{per_class.get(good, 0)} good ('{good}') validation images, fewer than the {need_good} a "
+            f"{100 * max_false_reject:g} % false-reject threshold needs"
+        )
+    for c in classes:
+        if per_class.get(c, 0) < 5:
+            reasons.append(f"class '{c}' has {per_class.get(c, 0)} validation images (fewer than 5)")
+    return {
+        "adequate": not reasons,
+        "reasons": reasons,
+        "good_class": good,
+        "images": len(val),
+        "groups": len({s.group for s in val}),
+        "choices_by": "the validation split" if not reasons else "cross-validation on train+val where possible",
+    }
 
 
 def write_split_csv(dataset: Dataset, path: Path) -> None:
