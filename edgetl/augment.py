@@ -1,4 +1,8 @@
-"""Inspection-safe augmentation of uint8 CHW tensors (dihedral turns, small affine, brightness/contrast)."""
+"""Inspection-safe augmentation of uint8 CHW tensors.
+
+Geometric: dihedral turns and flips, a small affine. Photometric, as stations differ: exposure (brightness), contrast,
+gamma, focus (Gaussian blur on a third of the views) and sensor noise. Each is switched off by its config value.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +38,15 @@ def augment_image(image: torch.Tensor, config: AugmentConfig, rng: np.random.Gen
         out = F.adjust_brightness(out, float(rng.uniform(1 - config.brightness, 1 + config.brightness)))
     if config.contrast:
         out = F.adjust_contrast(out, float(rng.uniform(1 - config.contrast, 1 + config.contrast)))
+    if config.gamma:
+        out = F.adjust_gamma(out, float(np.exp(rng.uniform(-1, 1) * np.log1p(config.gamma))))
+    if config.blur and rng.random() < 1 / 3:
+        sigma = float(rng.uniform(0.1, config.blur))
+        out = F.gaussian_blur(out, kernel_size=2 * int(np.ceil(3 * sigma)) + 1, sigma=sigma)
+    if config.noise:
+        std = float(rng.uniform(0, config.noise)) * 255.0
+        noise = torch.from_numpy(rng.normal(0.0, std, size=tuple(out.shape)).astype(np.float32))
+        out = (out.to(torch.float32) + noise).round().clamp(0, 255).to(torch.uint8)
     return out
 
 

@@ -32,7 +32,24 @@ class DataConfig(StrictModel):
     imbalance_warning_ratio: float = Field(3.0, ge=1, description="Warn when largest/smallest class exceeds this.")
     min_image_size: int = Field(16, ge=1, description="Images with a side shorter than this (pixels) are an error.")
     near_duplicate_bits: int = Field(
-        4, ge=0, le=64, description="Warn about image pairs whose 256-bit perceptual hashes differ in at most this."
+        4, ge=0, le=64, description="Image pairs whose 256-bit perceptual hashes differ in at most this are one part."
+    )
+    grouping: Literal["auto", "hash", "none"] = Field(
+        "auto",
+        description="How images without a group become groups that a split never cuts: auto (near-identical "
+        "pixels, and the same part under another exposure found in pretrained features), hash (pixels only), "
+        "none (every image on its own).",
+    )
+    group_pattern: str | None = Field(
+        None,
+        description="Regular expression searched in each image's path relative to the data root; its first "
+        r"capture group names the part (e.g. '(SN\d+)_'). A manifest's group column takes precedence.",
+    )
+    max_group_size: int = Field(
+        16, ge=2, description="Automatic links never grow a group past this many images (named groups may)."
+    )
+    group_neighbours: int = Field(
+        5, ge=1, le=50, description="Automatic grouping: mutual nearest neighbours considered per image."
     )
 
     @model_validator(mode="after")
@@ -58,8 +75,22 @@ class ModelConfig(StrictModel):
     )
     pretrained: bool = Field(True, description="Start from ImageNet weights (False trains from scratch).")
     allow_download: bool = Field(False, description="Allow torchvision to download missing weights.")
-    gray: bool = Field(False, description="Fold the first convolution to one input channel (monochrome cameras).")
-    input_size: int = Field(224, ge=32, le=1024, description="Square input side in pixels.")
+    gray: bool | Literal["auto"] = Field(
+        "auto",
+        description="Fold the first convolution to one input channel (monochrome cameras); auto: when every "
+        "training image is greyscale.",
+    )
+    input_size: int | Literal["auto"] = Field(
+        "auto",
+        description="Square input side in pixels; auto: chosen by the recipe search (train.strategy auto), else 224.",
+    )
+
+    @model_validator(mode="after")
+    def _input_size_range(self) -> ModelConfig:
+        if self.input_size != "auto" and not 32 <= self.input_size <= 1024:
+            raise ValueError("model.input_size must be between 32 and 1024 pixels, or auto")
+        return self
+
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the new classification head.")
 
 
@@ -72,21 +103,81 @@ class AugmentConfig(StrictModel):
     degrees: float = Field(3.0, ge=0, le=45, description="Small rotation range (degrees).")
     translate: float = Field(0.03, ge=0, le=0.3, description="Shift as a share of the side.")
     scale: float = Field(0.05, ge=0, le=0.5, description="Zoom range around 1.")
-    brightness: float = Field(0.1, ge=0, le=1, description="Brightness jitter.")
+    brightness: float = Field(0.1, ge=0, le=1, description="Brightness jitter (exposure).")
     contrast: float = Field(0.1, ge=0, le=1, description="Contrast jitter.")
+    gamma: float = Field(
+        0.25, ge=0, le=1, description="Gamma jitter: gamma drawn log-uniformly in [1 / (1 + g), 1 + g] (0: off)."
+    )
+    blur: float = Field(
+        0.8, ge=0, le=5, description="Largest Gaussian blur sigma in pixels, applied to a third of views."
+    )
+    noise: float = Field(0.02, ge=0, le=0.2, description="Sensor noise: largest std as a share of full scale (0: off).")
+
+    def scaled(self, strength: float) -> AugmentConfig:
+        """The same switches with every range multiplied by ``strength`` (0 turns the ranges off)."""
+        if strength == 1.0:
+            return self
+        ranges = ("degrees", "translate", "scale", "brightness", "contrast", "gamma", "blur", "noise")
+        limits = {"degrees": 45.0, "translate": 0.3, "scale": 0.5, "brightness": 1.0, "contrast": 1.0,
+                  "gamma": 1.0, "blur": 5.0, "noise": 0.2}  # fmt: skip
+        return self.model_copy(update={k: min(getattr(self, k) * strength, limits[k]) for k in ranges})
+
+
+class SearchConfig(StrictModel):
+    """The recipe search that ``train.strategy: auto`` runs: Optuna (TPE) trials scored by group k-fold CV."""
+
+    folds: int = Field(3, ge=2, le=10, description="Group k-fold cross-validation on train+val.")
+    max_trials: int = Field(40, ge=1, description="Stop after this many trials (or when the budget is spent).")
+    depths: list[int] | None = Field(
+        None, description="Trained backbone blocks to try besides linear (0); None: the arch's list."
+    )
+    full: bool | None = Field(None, description="Also try training every block; None: only on a GPU.")
+    input_sizes: list[int] | None = Field(
+        None, description="Input sides to try; None: 224 and 288 (160 and 224 for images under 200 pixels)."
+    )
+    resize: list[Literal["stretch", "letterbox"]] | None = Field(
+        None, description="Resize rules to try; None: both when the images are not square, else stretch."
+    )
+    class_weighting: list[Literal["none", "sqrt", "balanced"]] = Field(
+        default_factory=lambda: list[Literal["none", "sqrt", "balanced"]](["none", "sqrt", "balanced"])
+    )
+    lr: tuple[float, float] = Field((3e-4, 3e-3), description="Head learning-rate range (log-uniform).")
+    augment_strength: list[float] = Field(
+        default_factory=lambda: [1.0], description="Augmentation strengths to try (each costs its own cache)."
+    )
+    storage: str | None = Field(None, description="Optuna RDB storage URL shared by several machines; None: in memory.")
+    study_name: str | None = Field(None, description="Study name in the storage; None: the run name.")
 
 
 class TrainConfig(StrictModel):
     """Fine-tuning strategy and optimiser."""
 
     strategy: Literal["auto", "linear", "partial", "full"] = Field(
-        "auto", description="linear: head only; partial: last blocks; full: everything; auto: by data size."
+        "auto",
+        description="linear: head only; partial: last blocks; full: everything; auto: a recipe search scored by "
+        "group k-fold cross-validation on train+val (train.search), within train.budget_minutes.",
     )
+    budget_minutes: float = Field(
+        6.0, gt=0, description="Wall time of the recipe search (caches and trials); the refit comes after."
+    )
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    augment_strength: float = Field(1.0, ge=0, le=3, description="Multiplies every augmentation range.")
     trainable_blocks: int | None = Field(
         None, ge=1, description="Blocks trained by 'partial' (counted from the end); None: the arch default."
     )
-    epochs: int = Field(12, ge=1, description="Maximum epochs.")
-    patience: int = Field(5, ge=1, description="Stop after this many epochs without a better val score.")
+    epochs: int = Field(
+        15,
+        ge=1,
+        description="Most epochs (the learning-rate schedule's length); training stops earlier when "
+        "the held-out score stops improving.",
+    )
+    patience: int = Field(4, ge=1, description="Stop after this many epochs without a better held-out score.")
+    stop_epoch: int | None = Field(
+        None,
+        ge=1,
+        description="Train exactly this many epochs of the schedule and keep the last (a cross-validated recipe "
+        "sets it); None: keep the best epoch on the validation split.",
+    )
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0, description="Peak learning rate of the head.")
     backbone_lr_scale: float = Field(0.3, gt=0, le=1, description="LR multiplier for trained backbone blocks.")
@@ -173,6 +264,16 @@ class BenchConfig(StrictModel):
     min_slice_images: int = Field(20, ge=1, description="Smaller slices are reported but never flagged.")
 
 
+class PreprocessConfig(StrictModel):
+    """How images are fitted to the square input (written into the model's preprocessing spec)."""
+
+    resize: Literal["auto", "stretch", "letterbox"] = Field(
+        "auto",
+        description="stretch or letterbox (keep the aspect ratio, pad); auto: chosen by the recipe search, else "
+        "letterbox when the images are not square.",
+    )
+
+
 class BuildConfig(StrictModel):
     """Everything `edgetl build` needs; written resolved to runs/<name>/config.yaml."""
 
@@ -181,6 +282,7 @@ class BuildConfig(StrictModel):
     targets: list[str] = Field(default_factory=lambda: ["cpu"], description="Target profiles or aliases.")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)

@@ -32,14 +32,16 @@ class Arch:
     feature_dim: int
     num_blocks: int
     default_trainable_blocks: int
+    search_depths: tuple[int, ...]  # trained blocks the recipe search tries besides linear
+    default_search_depth: int  # the depth of the default recipe (the search's first trial)
 
 
 ARCHS: dict[str, Arch] = {
-    "mobilenet_v2": Arch("mobilenet_v2", 1280, 19, 12),
-    "mobilenet_v3_small": Arch("mobilenet_v3_small", 576, 13, 8),
-    "mobilenet_v3_large": Arch("mobilenet_v3_large", 960, 17, 11),
-    "resnet18": Arch("resnet18", 512, 5, 2),
-    "efficientnet_b0": Arch("efficientnet_b0", 1280, 9, 5),
+    "mobilenet_v2": Arch("mobilenet_v2", 1280, 19, 12, (3, 5, 8), 5),
+    "mobilenet_v3_small": Arch("mobilenet_v3_small", 576, 13, 8, (2, 4, 6), 4),
+    "mobilenet_v3_large": Arch("mobilenet_v3_large", 960, 17, 11, (3, 5, 8), 5),
+    "resnet18": Arch("resnet18", 512, 5, 2, (1, 2), 1),
+    "efficientnet_b0": Arch("efficientnet_b0", 1280, 9, 5, (1, 2, 3), 2),
 }
 
 # The package that carries torchvision's own MobileNetV2 ImageNet file, and that file's full sha256.
@@ -63,10 +65,15 @@ class Classifier(nn.Module):
         self.head = nn.Linear(feature_dim, num_classes)
 
     def forward_from(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        """Run blocks[start:] and the head on the output of blocks[:start]."""
+        """Run blocks[start:] and the head on the output of blocks[:start].
+
+        With every block frozen (``start == len(blocks)``) ``x`` may already be the pooled (N, features) vector,
+        as the cached frozen prefix gives it.
+        """
         for block in self.blocks[start:]:
             x = block(x)
-        return self.head(self.dropout(torch.flatten(self.pool(x), 1)))
+        pooled = x if x.ndim == 2 else torch.flatten(self.pool(x), 1)
+        return self.head(self.dropout(pooled))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_from(x, 0)

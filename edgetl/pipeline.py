@@ -25,7 +25,9 @@ def _log(message: str) -> None:
 
 def stage_data(config: BuildConfig, run: RunDir) -> Dataset:
     """Read, check and split the data into run/data/."""
-    return prepare_dataset(config.data, run.data)
+    return prepare_dataset(
+        config.data, run.data, good_class=config.bench.good_class, max_false_reject=config.bench.max_false_reject
+    )
 
 
 def stage_train(config: BuildConfig, run: RunDir, *, progress: bool = True, resume: bool = False) -> dict[str, Any]:

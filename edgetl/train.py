@@ -6,11 +6,10 @@ import copy
 import csv
 import io
 import json
-import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgetl.augment import augment_batch
 from edgetl.config import BuildConfig, ConfigError, TrainConfig
 from edgetl.data.dataset import Dataset, Sample
 from edgetl.files import atomic_path, read_json, sha256_bytes, write_json_atomic, write_text_atomic
+from edgetl.fit import InputCache, fit
 from edgetl.models import ARCHS, Classifier, build_classifier, load_plain, resolve_weights, save_checkpoint
-from edgetl.preprocess import PreprocessSpec, decode_image, normalize, resized_uint8, torch_normalize
+from edgetl.preprocess import PreprocessSpec, decode_image, resized_uint8
+from edgetl.search import Recipe, run_search, search_space
 from edgetl.versions import host_info, library_versions
 
-# Below this many training images a new head on frozen features is the safer choice.
-AUTO_LINEAR_BELOW = 150
 RESUME_FILE = "resume.pt"
 RESUME_FORMAT = "edgetl-resume-v1"
 
@@ -54,12 +52,13 @@ def load_uint8(samples: list[Sample], spec: PreprocessSpec, *, threads: int = 4)
     return np.stack(arrays)
 
 
-def resolve_strategy(config: TrainConfig, num_train: int, arch: str) -> tuple[str, int]:
-    """Return (strategy, index of the first trained block); len(blocks) means the head only."""
+def resolve_strategy(config: TrainConfig, arch: str) -> tuple[str, int]:
+    """(strategy, index of the first trained block) of a given strategy; len(blocks) means the head only.
+
+    ``auto`` (the recipe search) resolves to the default it starts from: partial with the arch's blocks.
+    """
     num_blocks = ARCHS[arch].num_blocks
-    strategy = config.strategy
-    if strategy == "auto":
-        strategy = "linear" if num_train < AUTO_LINEAR_BELOW else "partial"
+    strategy = "partial" if config.strategy == "auto" else config.strategy
     if strategy == "linear":
         return strategy, num_blocks
     if strategy == "full":
@@ -148,52 +147,6 @@ def prefix_runner(
     return lambda x: np.asarray(session.run(None, {"input": x})[0])
 
 
-def _batched(
-    run: Callable[[np.ndarray], np.ndarray], x_uint8: np.ndarray, spec: PreprocessSpec, batch: int = 32
-) -> np.ndarray:
-    return np.concatenate([run(normalize(x_uint8[i : i + batch], spec)) for i in range(0, len(x_uint8), batch)])
-
-
-def _class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
-    if mode == "none":
-        return None
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    weights = 1.0 / np.maximum(counts, 1.0) ** (0.5 if mode == "sqrt" else 1.0)
-    return torch.tensor(weights * num_classes / weights.sum(), dtype=torch.float32)
-
-
-def _param_groups(model: Classifier, start: int, config: TrainConfig) -> list[dict[str, Any]]:
-    groups: list[dict[str, Any]] = [{"params": list(model.head.parameters()), "lr": config.lr}]
-    trained = list(range(start, len(model.blocks)))
-    for rank, index in enumerate(reversed(trained)):
-        scale = config.backbone_lr_scale * (config.layer_decay**rank if start == 0 else 1.0)
-        groups.append({"params": list(model.blocks[index].parameters()), "lr": config.lr * scale})
-    return groups
-
-
-def _evaluate(
-    model: Classifier, start: int, x: torch.Tensor, y: np.ndarray, loss_fn: nn.Module, batch: int = 64
-) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score
-
-    model.eval()
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        logits = torch.cat([model.forward_from(x[i : i + batch].to(device), start) for i in range(0, len(x), batch)])
-        loss = float(loss_fn(logits, torch.from_numpy(y).to(device)).item())
-    pred = logits.argmax(1).cpu().numpy()
-    return {
-        "loss": loss,
-        "accuracy": float(accuracy_score(y, pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
-    }
-
-
-def _to_input(x: np.ndarray | torch.Tensor, start: int) -> torch.Tensor:
-    tensor = torch.as_tensor(x)
-    return tensor.contiguous(memory_format=torch.channels_last) if tensor.ndim == 4 and start > 0 else tensor
-
-
 def training_fingerprint(config: BuildConfig, dataset: Dataset) -> str:
     """sha256 of what decides the trained weights: data, model and train config, and the dataset hash."""
     parts = {k: config.model_dump(mode="json")[k] for k in ("data", "model", "train")}
@@ -225,15 +178,64 @@ def _load_resume(path: Path, fingerprint: str) -> dict[str, Any]:
     return state
 
 
+def _image_facts(dataset: Dataset) -> dict[str, Any]:
+    facts = dataset.info.get("images", {})
+    return facts if isinstance(facts, dict) else {}
+
+
+def resolve_gray(setting: bool | str, dataset: Dataset) -> tuple[bool, str]:
+    """(one input channel?, why): ``auto`` is one channel exactly when every training image is greyscale."""
+    if setting != "auto":
+        return bool(setting), "model.gray set in the config"
+    gray = _image_facts(dataset).get("gray_train")
+    train = len(dataset.split("train"))
+    if gray is None:
+        return False, "model.gray auto: the data set records no colour facts (re-run the data stage); RGB"
+    if gray == train:
+        return True, f"model.gray auto: all {train} training images are greyscale, so one input channel"
+    return False, f"model.gray auto: {train - gray} of {train} training images have colour, so three channels"
+
+
+def resolve_resize(setting: str, dataset: Dataset) -> str:
+    """stretch or letterbox; ``auto`` (without a search) keeps the aspect ratio of images that are not square."""
+    if setting != "auto":
+        return setting
+    aspect = _image_facts(dataset).get("median_aspect", 1.0)
+    return "letterbox" if float(aspect) > 1.05 else "stretch"
+
+
+def _pretrained_factory(
+    config: BuildConfig, num_classes: int, gray: bool
+) -> tuple[Callable[[], Classifier], str | None]:
+    """A function returning a fresh classifier with the pretrained backbone (weights read once), and their sha256."""
+    mc = config.model
+    weights_path, weights_sha = None, None
+    if mc.pretrained:
+        weights_path, weights_sha = resolve_weights(
+            mc.arch, path=mc.weights, sha256=mc.weights_sha256, allow_download=mc.allow_download
+        )
+    first = build_classifier(mc.arch, num_classes, gray=gray, dropout=mc.dropout, weights_file=weights_path)
+    backbone = copy.deepcopy(first.blocks.state_dict())
+
+    def new() -> Classifier:
+        model = build_classifier(mc.arch, num_classes, gray=gray, dropout=mc.dropout)
+        model.blocks.load_state_dict(backbone)
+        return model
+
+    return new, weights_sha
+
+
 def train_model(
     config: BuildConfig, dataset: Dataset, out_dir: Path, *, progress: bool = True, resume: bool = False
 ) -> TrainResult:
-    """Fine-tune the configured backbone on the train split, select on val, write out_dir/*.
+    """Choose the recipe (searched on train+val when ``train.strategy`` is auto), fit it on train, write out_dir/*.
 
-    Writes ``model.pt`` (weights + meta), ``meta.json``, ``history.csv`` and ``curves.png``; after every epoch
-    ``resume.pt`` (model, optimiser, scheduler and random states), removed once training is done. With
-    ``resume`` an interrupted run continues after its last finished epoch and ends as the uninterrupted run
-    would (same seed, same machine); a finished run with the same fingerprint is returned as it is.
+    Writes ``model.pt`` (weights + meta), ``meta.json``, ``history.csv``, ``curves.png``; with a search also
+    ``search.json`` (every trial), ``oof.npz`` (the winner's out-of-fold logits on train+val) and ``recipe.yaml``
+    (a config that reruns the winner without a search). After every epoch of the final fit ``resume.pt``
+    (model, optimiser, scheduler and random states), removed once training is done. With ``resume`` an
+    interrupted run continues after its last finished epoch (a finished search is kept) and ends as the
+    uninterrupted run would; a finished run with the same fingerprint is returned as it is.
 
     Raises:
         ResumeError: ``resume.pt`` belongs to another config or data set.
@@ -245,11 +247,11 @@ def train_model(
         if finished.get("fingerprint") == fingerprint:
             return TrainResult(out_dir / "model.pt", finished, [])
     saved = _load_resume(resume_path, fingerprint) if resume and resume_path.is_file() else None
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     tc, mc = config.train, config.model
     torch.manual_seed(tc.seed)
-    rng = np.random.default_rng(tc.seed)
     threads = tc.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     device = resolve_device(tc.device)
@@ -257,25 +259,55 @@ def train_model(
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
         torch.cuda.manual_seed_all(tc.seed)
-    spec = PreprocessSpec.for_channels(1 if mc.gray else 3, input_size=mc.input_size)
-    weights_path, weights_sha = (None, None)
-    if mc.pretrained:
-        weights_path, weights_sha = resolve_weights(
-            mc.arch, path=mc.weights, sha256=mc.weights_sha256, allow_download=mc.allow_download
-        )
-    model = build_classifier(mc.arch, len(dataset.classes), gray=mc.gray, dropout=mc.dropout, weights_file=weights_path)
+    console = Console(stderr=True, quiet=not progress)
+    gray, gray_reason = resolve_gray(mc.gray, dataset)
+    if mc.gray == "auto":
+        console.print(gray_reason)
+    new_model, weights_sha = _pretrained_factory(config, len(dataset.classes), gray)
     train_s, val_s = dataset.split("train"), dataset.split("val")
-    y_train = np.array([dataset.label_index(s) for s in train_s])
-    y_val = np.array([dataset.label_index(s) for s in val_s])
-    strategy, start = resolve_strategy(tc, len(train_s), mc.arch)
-    cached = start > 0
-    loss_fn = nn.CrossEntropyLoss(
-        weight=_class_weights(y_train, len(dataset.classes), tc.class_weighting),
-        label_smoothing=tc.label_smoothing,
-    ).to(device)
-    model = model.to(device)
+    pool = train_s + val_s
+    y_pool = np.array([dataset.label_index(s) for s in pool])
+    y_train, y_val = y_pool[: len(train_s)], y_pool[len(train_s) :]
+    num_blocks = ARCHS[mc.arch].num_blocks
     # On a GPU the frozen blocks run there too (torch); the CPU runtimes are the fast path on a CPU.
-    cache_backend = "torch" if device.type == "cuda" and not tc.int8_views else tc.cache_backend
+    backend = "torch" if device.type == "cuda" and not tc.int8_views else tc.cache_backend
+    timings: dict[str, float] = {}
+    search_record: dict[str, Any] | None = None
+
+    def inputs_for(cache_start: int) -> InputCache:
+        return InputCache(
+            pool,
+            channels=1 if gray else 3,
+            pretrained=new_model,
+            cache_start=cache_start,
+            views=tc.views,
+            augment=tc.augment,
+            backend=backend,
+            device=device,
+            seed=tc.seed,
+            threads=threads * 2,
+            int8_views=tc.int8_views,
+            on_cache=lambda name, s: console.print(f"cached frozen blocks ({name}) in {s:.0f} s"),
+        )
+
+    t0 = time.perf_counter()
+    stop_epoch: int | None
+    if tc.strategy == "auto":
+        search_record, inputs = _search_or_reuse(
+            config, dataset, out_dir, fingerprint, pool, y_pool, inputs_for, new_model, device, console, resume
+        )
+        recipe = Recipe(**search_record["recipe"])
+        strategy, start = recipe.strategy(mc.arch), recipe.start(mc.arch)
+        size, resize, weighting = recipe.input_size, recipe.resize, recipe.class_weighting
+        lr, strength, stop_epoch = recipe.lr, recipe.augment_strength, int(search_record["best_epoch"])
+        timings["search_s"] = float(search_record["seconds"])
+    else:
+        strategy, start = resolve_strategy(tc, mc.arch)
+        size = 224 if mc.input_size == "auto" else int(mc.input_size)
+        resize = resolve_resize(config.preprocess.resize, dataset)
+        weighting, lr, strength, stop_epoch = tc.class_weighting, tc.lr, tc.augment_strength, tc.stop_epoch
+        inputs = inputs_for(start)
+    spec = PreprocessSpec.for_channels(1 if gray else 3, input_size=size, resize=resize)  # type: ignore[arg-type]
     columns = [
         TextColumn("{task.description}"),
         BarColumn(),
@@ -283,164 +315,58 @@ def train_model(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    timings: dict[str, float] = {}
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        t0 = time.perf_counter()
-        images_train = load_uint8(train_s, spec, threads=threads * 2)
-        images_val = load_uint8(val_s, spec, threads=threads * 2)
-        timings["decode_s"] = time.perf_counter() - t0
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for block in model.blocks[start:]:
-            for p in block.parameters():
-                p.requires_grad_(True)
-        for p in model.head.parameters():
-            p.requires_grad_(True)
-        if cached:
-            t0 = time.perf_counter()
-            run = prefix_runner(model, start, spec, cache_backend, device=device)
-            views = []
-            task = bar.add_task(
-                f"caching frozen blocks 0-{start - 1} ({cache_backend}, {device.type})",
-                total=tc.views + 1 + tc.int8_views,
-            )
-            x_val = torch.from_numpy(_batched(run, images_val, spec))
-            bar.advance(task)
-            chw = torch.from_numpy(images_train).permute(0, 3, 1, 2)
-
-            def cache_views(runner: Callable[[np.ndarray], np.ndarray], count: int) -> None:
-                # The first view is the image as deployed, the others random augmentations.
-                for v in range(count):
-                    view = chw if v == 0 else augment_batch(chw, tc.augment, rng)
-                    views.append(_batched(runner, view.permute(0, 2, 3, 1).numpy(), spec))
-                    bar.advance(task)
-
-            cache_views(run, tc.views)
-            if tc.int8_views:
-                sample = rng.choice(len(images_train), size=min(300, len(images_train)), replace=False)
-                calibration = normalize(images_train[np.sort(sample)], spec)
-                cache_views(
-                    prefix_runner(model, start, spec, "onnxruntime", int8_calibration=calibration), tc.int8_views
-                )
-            timings["cache_s"] = time.perf_counter() - t0
-            x_val = _to_input(x_val, start)
-        else:
-            x_val = torch_normalize(torch.from_numpy(images_val).permute(0, 3, 1, 2), spec)
-            chw = torch.from_numpy(images_train).permute(0, 3, 1, 2)
-
-        def epoch_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-            order = rng.permutation(len(train_s))
-            choice = rng.integers(len(views), size=len(train_s)) if cached else None
-            for i in range(0, len(order), tc.batch_size):
-                idx = order[i : i + tc.batch_size]
-                if len(idx) < 2:
-                    continue
-                if cached:
-                    assert choice is not None
-                    x = torch.from_numpy(np.stack([views[choice[j]][j] for j in idx]))
-                else:
-                    x = torch_normalize(augment_batch(chw[torch.from_numpy(idx)], tc.augment, rng), spec)
-                yield _to_input(x, start).to(device, non_blocking=True), torch.from_numpy(y_train[idx]).to(device)
-
-        steps = max(1, math.floor(len(train_s) / tc.batch_size))
-        optimizer = torch.optim.AdamW(_param_groups(model, start, tc), weight_decay=tc.weight_decay)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=[g["lr"] for g in optimizer.param_groups],
-            total_steps=tc.epochs * (steps + 1),
-            pct_start=0.15,
-        )
-        model = model.to(memory_format=torch.channels_last)
-        history: list[dict[str, float]] = []
-        best: tuple[float, float] = (-1.0, -math.inf)
-        best_state: dict[str, torch.Tensor] = {}
-        best_epoch, stale, first_epoch = 0, 0, 1
-        if saved is not None:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            rng.bit_generator.state = saved["numpy_rng"]
-            torch.set_rng_state(saved["torch_rng"])
-            if device.type == "cuda" and "cuda_rng" in saved:
-                torch.cuda.set_rng_state(saved["cuda_rng"])
-            history, best, best_state = list(saved["history"]), tuple(saved["best"]), saved["best_state"]
-            best_epoch, stale, first_epoch = saved["best_epoch"], saved["stale"], saved["epoch"] + 1
-            if progress:
-                bar.console.print(f"resuming after epoch {saved['epoch']} from {resume_path}")
+    with Progress(*columns, disable=not progress, transient=False, console=console) as bar:
+        t1 = time.perf_counter()
+        views = inputs.views(size=size, resize=resize, strength=strength, start=start)
+        timings["final_inputs_s"] = time.perf_counter() - t1
+        train_views = views.subset(np.arange(len(train_s)))
+        held = views.subset(np.arange(len(train_s), len(pool))).base() if val_s else None
         task = bar.add_task(
-            f"training ({strategy}, blocks {start}-{len(model.blocks) - 1} + head)",
-            total=tc.epochs,
-            completed=first_epoch - 1,
+            f"training ({strategy}, blocks {start}-{num_blocks - 1} + head)",
+            total=stop_epoch or tc.epochs,
+            completed=0 if saved is None else saved["epoch"],
         )
-        t_train = time.perf_counter()
-        for epoch in range(first_epoch, tc.epochs + 1):
-            if stale >= tc.patience:
-                break
-            t0 = time.perf_counter()
-            model.train()
-            for block in model.blocks[:start]:
-                block.eval()
-            total, correct, loss_sum = 0, 0, 0.0
-            for x, y in epoch_batches():
-                optimizer.zero_grad(set_to_none=True)
-                logits = model.forward_from(x, start)
-                loss = loss_fn(logits, y)
-                loss.backward()
-                optimizer.step()
-                if scheduler.last_epoch + 1 < scheduler.total_steps:
-                    scheduler.step()
-                loss_sum += float(loss.item()) * len(y)
-                correct += int((logits.argmax(1) == y).sum().item())
-                total += len(y)
-            val = _evaluate(model, start, x_val, y_val, loss_fn)
-            row = {
-                "epoch": epoch,
-                "train_loss": loss_sum / max(total, 1),
-                "train_accuracy": correct / max(total, 1),
-                "val_loss": val["loss"],
-                "val_accuracy": val["accuracy"],
-                "val_balanced_accuracy": val["balanced_accuracy"],
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - t0,
-            }
-            history.append(row)
-            score = (val["balanced_accuracy"], -val["loss"])
-            if score > best:
-                best, best_epoch, stale = score, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-            bar.update(task, advance=1, description=f"training ({strategy}) val bacc {val['balanced_accuracy']:.3f}")
+        if saved is not None:
+            bar.console.print(f"resuming after epoch {saved['epoch']} from {resume_path}")
+
+        def on_epoch(row: dict[str, float]) -> None:
+            bar.update(
+                task, advance=1, description=f"training ({strategy}) val bacc {row.get('val_balanced_accuracy', 0):.3f}"
+            )
             if progress and not bar.console.is_terminal:
                 bar.console.print(
-                    f"epoch {epoch}/{tc.epochs}: train loss {row['train_loss']:.4f}, val acc {val['accuracy']:.4f}, "
-                    f"val bacc {val['balanced_accuracy']:.4f} ({row['seconds']:.1f} s)"
+                    f"epoch {int(row['epoch'])}/{stop_epoch or tc.epochs}: train loss {row['train_loss']:.4f}, "
+                    f"val acc {row.get('val_accuracy', 0):.4f}, val bacc {row.get('val_balanced_accuracy', 0):.4f} "
+                    f"({row['seconds']:.1f} s)"
                 )
-            _save_resume(
-                resume_path,
-                {
-                    "fingerprint": fingerprint,
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "numpy_rng": rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(),
-                    "history": history,
-                    "best": best,
-                    "best_state": best_state,
-                    "best_epoch": best_epoch,
-                    "stale": stale,
-                    **({"cuda_rng": torch.cuda.get_rng_state()} if device.type == "cuda" else {}),
-                },
-            )
-            if stale >= tc.patience:
-                break
+
+        t_train = time.perf_counter()
+        model = new_model()
+        result = fit(
+            model,
+            train_views,
+            y_train,
+            config=tc,
+            lr=lr,
+            class_weighting=weighting,
+            augment=tc.augment.scaled(strength),
+            spec=spec,
+            rng=np.random.default_rng(tc.seed),
+            device=device,
+            evaluate=None if held is None else (held, y_val),
+            stop_at=stop_epoch,
+            on_epoch=on_epoch,
+            resume=saved,
+            checkpoint=lambda state: _save_resume(resume_path, {"fingerprint": fingerprint, **state}),
+        )
         timings["train_s"] = time.perf_counter() - t_train
-    model.load_state_dict(best_state)
+    timings["decode_and_cache_s"] = round(sum(inputs.cache_seconds.values()), 1)
+    timings["total_s"] = time.perf_counter() - t0
+    model.load_state_dict(result.best_state)
     model = model.cpu().to(memory_format=torch.contiguous_format)
     model.eval()
-    best_row = history[best_epoch - 1]
+    history = result.history
+    best_row = history[result.best_epoch - 1]
     meta = {
         "arch": mc.arch,
         "classes": dataset.classes,
@@ -449,10 +375,25 @@ def train_model(
         "strategy": strategy,
         "trained_from_block": start,
         "device": device.type if device.type == "cpu" else f"cuda ({torch.cuda.get_device_name(device)})",
-        "num_blocks": len(model.blocks),
-        "best_epoch": best_epoch,
+        "num_blocks": num_blocks,
+        "best_epoch": result.best_epoch,
         "epochs_run": len(history),
-        "val_metrics": {k: best_row[k] for k in ("val_accuracy", "val_balanced_accuracy", "val_loss")},
+        "stopped": result.stopped,
+        "val_metrics": {k: best_row.get(k) for k in ("val_accuracy", "val_balanced_accuracy", "val_loss")},
+        "recipe": {
+            "source": "search" if search_record else "config",
+            "strategy": strategy,
+            "trainable_blocks": num_blocks - start,
+            "input_size": size,
+            "resize": resize,
+            "gray": gray,
+            "gray_reason": gray_reason,
+            "class_weighting": weighting,
+            "lr": lr,
+            "augment_strength": strength,
+            "epochs": tc.epochs,
+            "stop_epoch": stop_epoch,
+        },
         "pretrained_weights_sha256": weights_sha,
         "dataset_hash": dataset.info.get("hash"),
         "seeds": {"data": config.data.seed, "train": tc.seed},
@@ -461,14 +402,123 @@ def train_model(
         "versions": library_versions(),
         "host": host_info(),
     }
+    if search_record is not None:
+        meta["search"] = {k: v for k, v in search_record.items() if k not in ("fingerprint",)}
     out_dir.mkdir(parents=True, exist_ok=True)
     # Timings stay out of the checkpoint, so the same seed and data give a byte-identical model.pt.
     save_checkpoint(out_dir / "model.pt", model, meta)
-    meta["timings"] = timings
+    meta["timings"] = {k: round(v, 1) for k, v in timings.items()}
     write_json_atomic(out_dir / "meta.json", meta)
     _write_history(out_dir, history)
     resume_path.unlink(missing_ok=True)
     return TrainResult(out_dir / "model.pt", meta, history)
+
+
+def _search_or_reuse(
+    config: BuildConfig,
+    dataset: Dataset,
+    out_dir: Path,
+    fingerprint: str,
+    pool: list[Sample],
+    y_pool: np.ndarray,
+    inputs_for: Callable[[int], InputCache],
+    new_model: Callable[[], Classifier],
+    device: torch.device,
+    console: Any,
+    resume: bool,
+) -> tuple[dict[str, Any], InputCache]:
+    """Run the recipe search (or, with ``resume``, reuse a finished one); write search.json, oof.npz, recipe.yaml."""
+    from edgetl.config import dump_config, set_dotted
+
+    tc, mc = config.train, config.model
+    arch = ARCHS[mc.arch]
+    images = _image_facts(dataset)
+    side = float(images.get("median_short_side", 224))
+    space = search_space(
+        tc,
+        mc.arch,
+        median_side=side,
+        square=float(images.get("median_aspect", 1.0)) <= 1.05,
+        gpu=device.type == "cuda",
+    )
+    if mc.input_size != "auto":
+        space.input_sizes = [int(mc.input_size)]
+        space.default = Recipe(**{**space.default.__dict__, "input_size": int(mc.input_size)})
+    if config.preprocess.resize != "auto":
+        space.resize = [config.preprocess.resize]
+        space.default = Recipe(**{**space.default.__dict__, "resize": config.preprocess.resize})
+    partial = [d for d in space.depths if 0 < d < arch.num_blocks]
+    cache_start = arch.num_blocks - max(partial) if partial else arch.num_blocks
+    inputs = inputs_for(cache_start)
+    search_file = out_dir / "search.json"
+    if resume and search_file.is_file():
+        record = read_json(search_file)
+        if record.get("fingerprint") == fingerprint:
+            console.print(f"reusing the finished recipe search in {search_file}")
+            return record, inputs
+    groups = np.array([s.group or f"image-{i}" for i, s in enumerate(pool)])
+    console.print(
+        f"recipe search: {tc.search.folds}-fold group cross-validation on train+val ({len(pool)} images, "
+        f"{len(set(groups.tolist()))} groups), budget {tc.budget_minutes:g} min"
+    )
+    result = run_search(
+        arch=mc.arch,
+        config=tc,
+        space=space,
+        inputs=inputs,
+        y=y_pool,
+        groups=groups,
+        new_model=lambda _size: new_model(),
+        device=device,
+        study_name=tc.search.study_name or config.name,
+        log=console.print,
+    )
+    record = {
+        "fingerprint": fingerprint,
+        "recipe": result.recipe.__dict__,
+        "best_epoch": result.best_epoch,
+        "cv_balanced_accuracy": result.score,
+        "cv_interval": result.interval,
+        "folds": result.folds,
+        "budget_minutes": tc.budget_minutes,
+        "seconds": result.seconds,
+        "space": {k: v for k, v in space.__dict__.items() if k != "default"},
+        "trials": result.trials,
+        "notes": result.notes,
+        "oof": "oof.npz" if result.oof_logits is not None else None,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if result.oof_logits is not None:
+        with atomic_path(out_dir / "oof.npz") as tmp, open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                logits=result.oof_logits,
+                labels=y_pool,
+                paths=np.array([s.path.as_posix() for s in pool]),
+            )
+    raw = set_dotted(config.model_dump(mode="json"), result.recipe.overrides(mc.arch, stop_epoch=result.best_epoch))
+    raw["model"]["gray"] = resolve_gray(mc.gray, dataset)[0]
+    from edgetl.config import build_config_from_dict
+
+    write_text_atomic(
+        out_dir / "recipe.yaml",
+        "# The recipe the search chose (cross-validated on train+val); rerun it without a search:\n"
+        "#   edgetl build --config recipe.yaml\n" + dump_config(build_config_from_dict(raw, source="recipe")),
+    )
+    write_json_atomic(search_file, record)
+    console.print(
+        f"recipe: {result.trials[[t['trial'] for t in result.trials].index(_best_trial(result))]['description']}, "
+        f"CV balanced accuracy {result.score:.3f} [{result.interval[0]:.3f}, {result.interval[1]:.3f}], "
+        f"refit stops at epoch {result.best_epoch}"
+    )
+    return record, inputs
+
+
+def _best_trial(result: Any) -> int:
+    for row in result.trials:
+        if row["recipe"] == result.recipe.__dict__ and row["state"] == "complete":
+            return int(row["trial"])
+    return int(result.trials[0]["trial"])
 
 
 def _write_history(out_dir: Path, history: list[dict[str, float]]) -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import tree_hashes
 
+from edgetl.config import TrainConfig
 from edgetl.export import onnx_metadata
 from edgetl.models import load_checkpoint
 from edgetl.pipeline import (
@@ -125,16 +126,11 @@ def test_existing_run_needs_force(tiny_run):
         init_run(config)
 
 
-def test_auto_strategy_by_data_size():
-    from edgetl.config import TrainConfig
-
-    assert resolve_strategy(TrainConfig(), 40, "mobilenet_v2") == ("linear", 19)
-    assert resolve_strategy(TrainConfig(), 2000, "mobilenet_v2") == ("partial", 7)
-    assert resolve_strategy(TrainConfig(strategy="full"), 2000, "resnet18") == ("full", 0)
-    assert resolve_strategy(TrainConfig(strategy="partial", trainable_blocks=99), 10, "resnet18") == (
-        "partial",
-        0,
-    )
+def test_given_strategies_resolve_to_their_first_trained_block():
+    assert resolve_strategy(TrainConfig(strategy="linear"), "mobilenet_v2") == ("linear", 19)
+    assert resolve_strategy(TrainConfig(strategy="partial"), "mobilenet_v2") == ("partial", 7)
+    assert resolve_strategy(TrainConfig(strategy="full"), "resnet18") == ("full", 0)
+    assert resolve_strategy(TrainConfig(strategy="partial", trainable_blocks=99), "resnet18") == ("partial", 0)
 
 
 def test_int8_keeps_the_profile_stem_in_floating_point(tiny_run):

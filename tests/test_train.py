@@ -27,7 +27,17 @@ def test_augmentation_keeps_shape_dtype_and_respects_switches():
     out = augment_batch(images, AugmentConfig(), rng)
     assert out.shape == images.shape and out.dtype == torch.uint8
     off = AugmentConfig(
-        hflip=False, vflip=False, rot90=False, degrees=0, translate=0, scale=0, brightness=0, contrast=0
+        hflip=False,
+        vflip=False,
+        rot90=False,
+        degrees=0,
+        translate=0,
+        scale=0,
+        brightness=0,
+        contrast=0,
+        gamma=0,
+        blur=0,
+        noise=0,
     )
     assert torch.equal(augment_batch(images, off, rng), images)
 
@@ -44,3 +54,17 @@ def test_int8_prefix_views_are_close_to_fp32_but_quantized():
     assert int8.shape == fp32.shape
     assert not np.array_equal(int8, fp32)
     assert np.corrcoef(int8.ravel(), fp32.ravel())[0, 1] > 0.95
+
+
+def test_photometric_augmentation_changes_exposure_gamma_focus_and_noise():
+    images = torch.full((8, 1, 24, 24), 120, dtype=torch.uint8)
+    images[:, :, 8:16, 8:16] = 200
+    none = {k: 0 for k in ("degrees", "translate", "scale", "brightness", "contrast", "gamma", "blur", "noise")}
+    geometry_off = {"hflip": False, "vflip": False, "rot90": False}
+    rng = np.random.default_rng(0)
+    for key, value in (("gamma", 0.5), ("noise", 0.05), ("brightness", 0.3)):
+        config = AugmentConfig(**geometry_off, **{**none, key: value})
+        assert not torch.equal(augment_batch(images, config, rng), images), key
+    blurred = augment_batch(images.repeat(4, 1, 1, 1), AugmentConfig(**geometry_off, **{**none, "blur": 2.0}), rng)
+    assert any(not torch.equal(b, images[0]) for b in blurred)
+    assert AugmentConfig().scaled(0.0).gamma == 0 and AugmentConfig().scaled(2.0).noise == 0.04
