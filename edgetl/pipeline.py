@@ -137,6 +137,22 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
     return artifacts
 
 
+def threshold_source(run: RunDir, dataset: Dataset) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """The recipe search's out-of-fold logits on train+val, when the validation split is too small to tune a
+    reject threshold on its own (dataset.json's ``validation``) and the search left them (train/oof.npz)."""
+    validation = dataset.info.get("validation")
+    oof_file = run.train / "oof.npz"
+    if not isinstance(validation, dict) or validation.get("adequate", True) or not oof_file.is_file():
+        return None
+    with np.load(oof_file, allow_pickle=False) as data:
+        logits, labels, paths = data["logits"], data["labels"], data["paths"]
+    pool = {s.path.as_posix() for s in dataset.samples if s.split in ("train", "val")}
+    if set(paths.tolist()) != pool:
+        _log(f"{oof_file} does not match this run's train+val split; thresholds are tuned on the validation split")
+        return None
+    return logits, labels, f"out-of-fold predictions of the cross-validated recipe ({len(labels)} train+val images)"
+
+
 def stage_bench(
     config: BuildConfig, run: RunDir, profiles: list[TargetProfile], *, timings: dict[str, float] | None = None
 ) -> dict[str, Any]:
@@ -172,7 +188,15 @@ def stage_bench(
     reference = reference_logits(
         run.train / "model.pt", inputs, run.root / "bench" / "reference_logits.npz", threads=threads
     )
-    ref_section = accuracy_section(reference, labels, classes, slices, settings, good)
+    groups = [s.group for s in test_samples]
+    tune_on = threshold_source(run, dataset)
+    if tune_on is not None:
+        _log(f"reject thresholds: tuned on the {tune_on[2]}")
+
+    def section_of(logits: dict[str, np.ndarray]) -> dict[str, Any]:
+        return accuracy_section(logits, labels, classes, slices, settings, good, groups=groups, tune_on=tune_on)
+
+    ref_section = section_of(reference)
     _log(f"inputs and PyTorch FP32 reference logits ready in {time.perf_counter() - started:.1f} s")
     measurable = []
     for profile in profiles:
@@ -194,7 +218,7 @@ def stage_bench(
     )
     results: list[dict[str, Any]] = []
     for (profile, precision, folder), artifact, (speed, logits) in zip(folders, artifacts, measured, strict=True):
-        section = accuracy_section(logits, labels, classes, slices, settings, good)
+        section = section_of(logits)
         if section["threshold"] is not None and good is not None:
             write_threshold(folder, section["threshold"], classes=classes, good_index=good)
         agree = agreement(logits["test"], reference["test"])
@@ -234,6 +258,8 @@ def stage_bench(
             "classes": meta["classes"],
             "preprocess": meta["preprocess"],
             "timings": meta.get("timings", {}),
+            "recipe": meta.get("recipe"),
+            "search": {k: v for k, v in meta["search"].items() if k != "space"} if meta.get("search") else None,
             "test_metrics": ref_section["metrics"],
             "reference": ref_section,
             "parity": read_json(run.export / "parity.json") if (run.export / "parity.json").is_file() else {},

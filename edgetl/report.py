@@ -10,7 +10,7 @@ from typing import Any
 from edgetl.files import write_json_atomic, write_text_atomic
 
 # Bump with edgetl/schemas/report.schema.json whenever a required field is added or a meaning changes.
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 
 def report_schema() -> dict[str, Any]:
@@ -29,25 +29,34 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def ci(value: Any, interval: Any, spec: str = ".3f") -> str:
+    """``0.887 [0.862, 0.909]``: a figure with its 95 % interval (the figure alone when there is none)."""
+    if value is None:
+        return "-"
+    if not interval:
+        return format(value, spec)
+    return f"{format(value, spec)} [{format(interval[0], spec)}, {format(interval[1], spec)}]"
+
+
+def _headline(metrics: dict[str, Any]) -> list[str]:
+    """Accuracy, balanced accuracy, defect recall and false-reject rate, each with its interval."""
+    intervals = metrics.get("intervals", {})
+    binary = metrics.get("binary", {})
+    b_int = binary.get("intervals", {})
+    return [
+        ci(metrics.get("accuracy"), intervals.get("accuracy")),
+        ci(metrics.get("balanced_accuracy"), intervals.get("balanced_accuracy")),
+        ci(binary.get("defect_recall"), b_int.get("defect_recall")),
+        ci(binary.get("false_reject"), b_int.get("false_reject")),
+    ]
+
+
 def artifact_rows(report: dict[str, Any]) -> list[list[str]]:
     """One row per artifact for tables (markdown and terminal)."""
     rows = []
     ref = report["model"].get("test_metrics", {})
     if ref:
-        rows.append(
-            [
-                "pytorch",
-                "torch",
-                "fp32",
-                _fmt(ref.get("accuracy")),
-                _fmt(ref.get("balanced_accuracy")),
-                "1.000",
-                "-",
-                "-",
-                "-",
-                "-",
-            ]
-        )
+        rows.append(["pytorch", "torch", "fp32", *_headline(ref), "1.000", "-", "-", "-"])
     for a in report["artifacts"]:
         lat = a["latency_ms"]
         rows.append(
@@ -55,11 +64,9 @@ def artifact_rows(report: dict[str, Any]) -> list[list[str]]:
                 a["target"],
                 a["backend"],
                 a["precision"],
-                _fmt(a["metrics"]["accuracy"]),
-                _fmt(a["metrics"]["balanced_accuracy"]),
+                *_headline(a["metrics"]),
                 _fmt(a["fp32_agreement"]),
                 _fmt(lat["p50"], ".2f"),
-                _fmt(lat["p90"], ".2f"),
                 _fmt(lat["p99"], ".2f"),
                 f"{a['size_bytes'] / 1e6:.2f}",
             ]
@@ -71,14 +78,72 @@ HEADER = [
     "target",
     "backend",
     "precision",
-    "accuracy",
-    "bal. acc.",
+    "accuracy [95 % CI]",
+    "bal. acc. [95 % CI]",
+    "defect recall [95 % CI]",
+    "false reject [95 % CI]",
     "FP32 agree",
     "p50 ms",
-    "p90 ms",
     "p99 ms",
     "MB",
 ]
+
+
+def data_lines(report: dict[str, Any]) -> list[str]:
+    """The data set in plain words: images, classes, per-split counts and groups, validation, warnings."""
+    ds = report["dataset"]
+    counts = ds.get("counts", {})
+    groups = ds.get("groups", {})
+    independent = groups.get("independent", {})
+    lines = [
+        f"{ds.get('num_images')} images, classes {', '.join(ds.get('classes', []))}; split "
+        f"{ds.get('split_source')} (seed {ds.get('seed')}), hash {str(ds.get('hash', ''))[:16]}",
+    ]
+    for split in ("train", "val", "test"):
+        per = counts.get(split, {})
+        parts = ", ".join(f"{c} {n}" for c, n in per.items())
+        where = f", {independent[split]} independent groups" if split in independent else ""
+        lines.append(f"{split}: {sum(per.values())} images ({parts}){where}")
+    if groups:
+        emb = groups.get("embedding", {})
+        how = {"automatic": "automatic links"}.get(groups.get("source", "automatic"), groups.get("source"))
+        auto = f"{groups.get('auto_linked_images', 0)} images grouped automatically"
+        if emb.get("used"):
+            auto += f" (same-part threshold {emb.get('same_part_threshold')} on pretrained features)"
+        lines.append(
+            f"groups: {groups.get('groups')} in all from the {how}; {auto}; largest {groups.get('largest_group')}"
+        )
+    validation = ds.get("validation", {})
+    if validation and not validation.get("adequate", True):
+        lines.append("validation split too small: " + "; ".join(validation.get("reasons", [])) + ", so choices "
+                     "use cross-validation on train+val where possible")  # fmt: skip
+    if ds.get("slices"):
+        lines.append("slices: " + ", ".join(f"{k} {v}" for k, v in ds["slices"].items()))
+    return lines
+
+
+def trial_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The recipe search's trials (the winner marked), for the report."""
+    search = report["model"].get("search") or {}
+    winner = search.get("recipe")
+    rows = []
+    for trial in search.get("trials", []):
+        mark = " (chosen)" if trial.get("recipe") == winner and trial.get("state") == "complete" else ""
+        rows.append(
+            [
+                f"{trial['trial']}{mark}",
+                trial.get("description", ""),
+                trial.get("state", ""),
+                ci(trial.get("cv_balanced_accuracy"), trial.get("interval")),
+                "-" if trial.get("best_epoch") is None else str(trial["best_epoch"]),
+                "-" if trial.get("seconds") is None else f"{trial['seconds']:.0f}",
+                trial.get("pruned_because") or "",
+            ]
+        )
+    return rows
+
+
+TRIAL_HEADER = ["trial", "recipe", "state", "CV bal. acc. [95 % CI]", "epoch", "s", "why stopped"]
 
 
 def _pct(value: Any) -> str:
@@ -127,15 +192,33 @@ def latency_rows(report: dict[str, Any]) -> list[list[str]]:
 
 def _binary_row(name: str, section: dict[str, Any]) -> list[str]:
     t, b = section["threshold"], section["metrics"].get("binary", {})
+    intervals = b.get("intervals", {})
     return [
         name,
         _fmt(t["threshold"], ".4f"),
         _pct(t["val_false_reject"]),
-        _pct(b.get("defect_recall")),
-        _pct(b.get("false_reject")),
+        ci(b.get("defect_recall"), intervals.get("defect_recall")),
+        ci(b.get("false_reject"), intervals.get("false_reject")),
         _fmt(b.get("roc_auc"), ".4f"),
         _fmt(b.get("pr_auc"), ".4f"),
     ]
+
+
+def per_class_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Precision, recall with its interval, F1 and support of every class, for PyTorch FP32 and each artifact."""
+    models = [("pytorch fp32", report["model"].get("test_metrics", {}))]
+    models += [(_name(a), a["metrics"]) for a in report["artifacts"]]
+    rows = []
+    for name, m in models:
+        recall_ci = m.get("intervals", {}).get("recall", {})
+        for c, v in m.get("per_class", {}).items():
+            rows.append(
+                [name, c, _fmt(v["precision"]), ci(v["recall"], recall_ci.get(c)), _fmt(v["f1"]), str(v["support"])]
+            )
+    return rows
+
+
+PER_CLASS_HEADER = ["model", "class", "precision", "recall [95 % CI]", "F1", "images"]
 
 
 def _slice_rows(name: str, slices: dict[str, Any]) -> list[list[str]]:
@@ -158,24 +241,39 @@ def _slice_rows(name: str, slices: dict[str, Any]) -> list[list[str]]:
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown."""
     ds, model, bench = report["dataset"], report["model"], report["bench"]
-    lines = [
+    lines: list[str] = [
         f"# edgetl report: {report['run']}",
         "",
-        f"- data: {ds.get('num_images')} images, classes {', '.join(ds.get('classes', []))}, "
-        f"split {ds.get('split_source')} (seed {ds.get('seed')}), hash `{str(ds.get('hash', ''))[:16]}`",
-        f"- test split: {sum(ds.get('counts', {}).get('test', {}).values())} images "
-        f"{ds.get('counts', {}).get('test', {})}",
+        "Figures are on the test split, read once for this report; [a, b] is a 95 % interval (Wilson for shares, "
+        "counting shots of one part as one; a bootstrap over parts for balanced accuracy).",
+        "",
+        *_table(HEADER, artifact_rows(report)),
+        "",
+        "## Data",
+        "",
+        *[f"- {line}" for line in data_lines(report)],
         f"- model: {model['arch']}, strategy {model['strategy']} (blocks {model['trained_from_block']}+ trained), "
         f"best epoch {model['best_epoch']}, "
         f"val balanced accuracy {_fmt(model['val_metrics'].get('val_balanced_accuracy'))}",
         f"- ONNX parity: max |logit diff| {_fmt(model.get('parity', {}).get('max_abs_diff'), '.2e')} on "
         f"{model.get('parity', {}).get('images')} validation images",
         f"- host: {report['host'].get('cpu')}, threads {bench.get('threads')}, {bench.get('isolation', 'one process')}",
-        "",
-        *_table(HEADER, artifact_rows(report)),
     ]
     if ds.get("warnings"):
         lines += ["", "Warnings:", *[f"- {w}" for w in ds["warnings"]]]
+    search = model.get("search")
+    if search:
+        lines += [
+            "",
+            "## Recipe search",
+            "",
+            f"{len(search.get('trials', []))} trials in {search.get('seconds')} s (budget "
+            f"{search.get('budget_minutes')} min), each scored by {search.get('folds')}-fold group cross-validation "
+            "on train+val; the test split is not read. The chosen recipe was refit on the train split up to its "
+            f"cross-validated epoch ({search.get('best_epoch')}); `train/recipe.yaml` reruns it.",
+            "",
+            *_table(TRIAL_HEADER, trial_rows(report)),
+        ]
     if report["artifacts"]:
         deadline = bench.get("deadline_ms")
         lines += [
@@ -220,9 +318,11 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "## Defect detection (good class: " + str(bench.get("good_class")) + ")",
             "",
-            f"The reject threshold is tuned on the validation split for each artifact so that at most "
-            f"{_pct(bench.get('max_false_reject'))} of good parts are rejected, then applied to the test split. "
-            "It is stored in each artifact folder as threshold.json.",
+            f"Defect score = 1 - P({bench.get('good_class')}); a part is rejected when its score reaches the "
+            "threshold. The threshold is tuned for each artifact on the "
+            f"{ref['threshold'].get('tuned_on', 'validation split')} "
+            f"so that at most {_pct(bench.get('max_false_reject'))} of good parts are rejected, then applied to "
+            "the test split. It is stored in each artifact folder as threshold.json.",
             "",
             *_table(
                 [
@@ -287,13 +387,7 @@ def markdown(report: dict[str, Any]) -> str:
                     f"- `{d['path']}`: label {d['label']}, artifact {d['prediction']}, FP32 {d['fp32']}"
                     for d in a["disagreements"]
                 ]
-    lines += ["", "## Per class (test split)", ""]
-    for a in report["artifacts"]:
-        per = ", ".join(
-            f"{c}: P {m['precision']:.3f} R {m['recall']:.3f} F1 {m['f1']:.3f}"
-            for c, m in a["metrics"]["per_class"].items()
-        )
-        lines.append(f"- {a['target']} {a['precision']}: {per}")
+    lines += ["", "## Per class (test split)", "", *_table(PER_CLASS_HEADER, per_class_rows(report))]
     lines += _bundle_lines(report.get("bundles", {}))
     return "\n".join(lines) + "\n"
 
@@ -349,12 +443,14 @@ def print_report(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"edgetl {report['run']}: test split")
+    table = Table(title=f"edgetl {report['run']}: test split, [95 % intervals]")
     for name in HEADER:
         table.add_column(name, justify="left" if name in {"target", "backend", "precision"} else "right")
     for row in artifact_rows(report):
         table.add_row(*row)
     console = Console()
     if not console.is_terminal:
-        console = Console(width=140)
+        console = Console(width=180)
     console.print(table)
+    for line in data_lines(report)[1:4]:
+        console.print(f"  {line}")

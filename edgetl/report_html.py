@@ -11,13 +11,18 @@ from typing import Any
 from edgetl.report import (
     BUNDLE_HEADER,
     HEADER,
+    PER_CLASS_HEADER,
+    TRIAL_HEADER,
     _binary_row,
     _name,
     _slice_rows,
     artifact_rows,
     bundle_rows,
     bundle_title,
+    data_lines,
     latency_rows,
+    per_class_rows,
+    trial_rows,
 )
 
 # Thumbnails shown per artifact in the gallery of images where it disagrees with FP32.
@@ -66,17 +71,23 @@ def accuracy_latency_chart(report: dict[str, Any]) -> str:
 
     fig = Figure(figsize=(7, 4.2))
     ax = fig.subplots()
+    lows = []
     for a in report["artifacts"]:
         x, y = a["latency_ms"]["p50"], a["metrics"]["balanced_accuracy"]
+        low, high = a["metrics"].get("intervals", {}).get("balanced_accuracy", [y, y])
+        lows.append(low)
         marker = {"fp32": "o", "fp16": "s", "int8": "^"}.get(a["precision"], "o")
-        ax.scatter([x], [y], marker=marker, s=60, label=_name(a))
+        ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt=marker, markersize=7, capsize=4, label=_name(a))
         ax.annotate(_name(a), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ref = report["model"].get("test_metrics", {}).get("balanced_accuracy")
     if ref is not None:
         ax.axhline(ref, color="grey", linestyle="--", linewidth=1, label="PyTorch FP32")
+    # The axis spans the intervals (at least 0.1): a one-image difference must not look like a win.
+    floor = min([*lows, ref if ref is not None else 1.0])
+    ax.set_ylim(max(0.0, min(floor - 0.02, 0.9)), 1.0)
     ax.set_xlabel("compute latency p50 (ms, batch 1)")
-    ax.set_ylabel("balanced accuracy (test)")
-    ax.set_title("Accuracy versus latency")
+    ax.set_ylabel("balanced accuracy (test, 95 % interval)")
+    ax.set_title("Accuracy versus latency (overlapping intervals: no measurable difference)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return _img(fig, "accuracy versus latency")
@@ -212,19 +223,36 @@ def html_report(report: dict[str, Any]) -> str:
     """The whole report as one HTML page."""
     ds, model, bench = report["dataset"], report["model"], report["bench"]
     facts = [
-        f"data: {ds.get('num_images')} images, classes {', '.join(ds.get('classes', []))}, "
-        f"split {ds.get('split_source')} (seed {ds.get('seed')})",
-        f"test split: {ds.get('counts', {}).get('test', {})}; slices {ds.get('slices', {})}",
+        *data_lines(report),
         f"model: {model['arch']}, strategy {model.get('strategy')}, best epoch {model.get('best_epoch')}",
         f"host: {report['host'].get('cpu')}; threads {bench.get('threads')}; {bench.get('isolation')}",
         f"created {report.get('created')}; schema {report.get('schema_version')}",
     ]
     body = [
         f"<h1>edgetl report: {_esc(report['run'])}</h1>",
-        "<ul class='facts'>" + "".join(f"<li>{_esc(f)}</li>" for f in facts) + "</ul>",
-        "<h2>Summary (test split)</h2>",
+        "<h2 id='summary'>Summary (test split, 95 % intervals)</h2>",
+        "<p class='note'>The test split is read once, for this report. [a, b] is a 95 % interval: Wilson for "
+        "shares (shots of one part count as one), a bootstrap over parts for balanced accuracy.</p>",
         _table(HEADER, artifact_rows(report)),
+        "<h2 id='data'>Data</h2>",
+        "<ul class='facts'>" + "".join(f"<li>{_esc(f)}</li>" for f in facts) + "</ul>",
     ]
+    if ds.get("warnings"):
+        body += [
+            "<h3>Warnings</h3>",
+            "<ul class='facts'>" + "".join(f"<li class='flag'>{_esc(w)}</li>" for w in ds["warnings"]) + "</ul>",
+        ]
+    search = model.get("search")
+    if search:
+        body += [
+            "<h2 id='search'>Recipe search</h2>",
+            f"<p class='note'>{len(search.get('trials', []))} trials in {search.get('seconds')} s (budget "
+            f"{search.get('budget_minutes')} min), each scored by {search.get('folds')}-fold group cross-validation "
+            "on train+val; the test split is not read. The chosen recipe was refit on the train split up to its "
+            f"cross-validated epoch ({search.get('best_epoch')}); train/recipe.yaml reruns it.</p>",
+            _table(TRIAL_HEADER, trial_rows(report)),
+        ]
+    body += ["<h2 id='per-class'>Per class (test split)</h2>", _table(PER_CLASS_HEADER, per_class_rows(report))]
     if report["artifacts"]:
         body += [
             "<h2>Accuracy versus latency</h2>",

@@ -281,7 +281,7 @@ def run_search(
     if config.search.max_trials > 1 and time.perf_counter() < deadline:
         study.optimize(objective, n_trials=config.search.max_trials - 1, timeout=remaining(), catch=())
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    best = max(complete, key=lambda t: (t.value, -t.number))
+    best = max(complete, key=lambda t: (t.value or 0.0, -t.number))
     recipe = Recipe(**best.user_attrs["recipe"])
     if best.number not in oof:
         notes.append(f"trial {best.number} ran on another machine: no out-of-fold scores here")
@@ -289,7 +289,7 @@ def run_search(
     return SearchResult(
         recipe=recipe,
         best_epoch=int(best.user_attrs["best_epoch"]),
-        score=float(best.value),
+        score=float(best.value or 0.0),
         interval=list(best.user_attrs.get("interval", [0.0, 1.0])),
         trials=trials,
         folds=len(folds),

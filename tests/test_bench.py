@@ -237,3 +237,16 @@ def test_every_model_gets_a_reject_threshold_good_against_the_rest():
     logits = rng.normal(size=(len(y_val), 3)) + 3 * np.eye(3)[y_val]
     thresholds = _bundle_thresholds(config, dataset, {"fp32": logits}, y_val)
     assert thresholds["fp32"]["good_class"] == "ok" and 0 <= thresholds["fp32"]["threshold"] <= 1.0 + 1e-9
+
+
+def test_compare_calls_a_change_inside_both_intervals_no_change():
+    def with_intervals(accuracy: float, half: float) -> dict:
+        report = _report(10.0, accuracy)
+        band = [accuracy - half, accuracy + half]
+        report["artifacts"][0]["metrics"]["intervals"] = {"accuracy": band, "balanced_accuracy": band}
+        return report
+
+    noisy = compare_reports(with_intervals(0.90, 0.04), with_intervals(0.88, 0.04), max_accuracy_drop=1)
+    assert noisy.rows[0]["quality"] == "no change (inside both intervals)" and noisy.passed
+    real = compare_reports(with_intervals(0.95, 0.01), with_intervals(0.85, 0.01), max_accuracy_drop=1)
+    assert real.rows[0]["quality"] == "worse" and not real.passed

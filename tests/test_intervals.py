@@ -62,3 +62,10 @@ def test_balanced_accuracy_interval_holds_the_point_and_shrinks_with_data():
 def test_a_change_inside_both_intervals_is_no_change():
     assert overlaps([0.80, 0.90], 0.85, [0.82, 0.92], 0.87)
     assert not overlaps([0.80, 0.84], 0.82, [0.88, 0.92], 0.90)
+
+
+def test_perfect_predictions_on_few_parts_are_not_called_certain():
+    y = np.repeat([0, 1], 6)
+    groups = np.repeat(np.arange(4), 3)
+    low, high = balanced_accuracy_interval(y, y.copy(), groups)
+    assert high == 1.0 and low < 0.6  # 2 parts per class: far from proven perfect

@@ -13,8 +13,11 @@ from edgetl.config import ConfigError
 GOOD_NAMES = ("good", "ok", "pass", "functional", "normal", "nominal", "non_defective", "nondefective")
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, per-class precision / recall / F1 / support, confusion matrix."""
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], *, groups: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, per-class precision / recall / F1 / support, confusion matrix, and the 95 %
+    intervals of accuracy, balanced accuracy and every class's recall (``groups``: the part of each image)."""
     from sklearn.metrics import (
         accuracy_score,
         balanced_accuracy_score,
@@ -22,6 +25,10 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
         precision_recall_fscore_support,
     )
 
+    from edgetl.bench.intervals import balanced_accuracy_interval, independent_groups, proportion_interval
+
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    g = None if groups is None else np.asarray(groups)
     labels = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     single_class = len(set(np.asarray(y_true).tolist())) < 2
@@ -42,6 +49,16 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "images": len(y_true),
+        "groups": independent_groups(groups, len(y_true)),
+        "intervals": {
+            "accuracy": proportion_interval(y_true == y_pred, g),
+            "balanced_accuracy": balanced_accuracy_interval(y_true, y_pred, g),
+            "recall": {
+                name: proportion_interval(y_pred[y_true == i] == i, None if g is None else g[y_true == i])
+                for i, name in enumerate(classes)
+                if np.any(y_true == i)
+            },
+        },
     }
 
 
@@ -99,18 +116,31 @@ def reject_threshold(scores: np.ndarray, is_defect: np.ndarray, *, max_false_rej
     }
 
 
-def binary_metrics(scores: np.ndarray, is_defect: np.ndarray, *, threshold: float) -> dict[str, Any]:
-    """ROC-AUC, PR-AUC (average precision), and defect recall / false-reject rate at ``threshold``."""
+def binary_metrics(
+    scores: np.ndarray, is_defect: np.ndarray, *, threshold: float, groups: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """ROC-AUC, PR-AUC (average precision), and defect recall / false-reject rate at ``threshold`` with their
+    95 % intervals (``groups``: the part of each image)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
+    from edgetl.bench.intervals import proportion_interval
+
+    is_defect = np.asarray(is_defect, dtype=bool)
+    g = None if groups is None else np.asarray(groups)
     both = bool(is_defect.any() and not is_defect.all())
     rejected = scores >= threshold
+    intervals = {}
+    if is_defect.any():
+        intervals["defect_recall"] = proportion_interval(rejected[is_defect], None if g is None else g[is_defect])
+    if (~is_defect).any():
+        intervals["false_reject"] = proportion_interval(rejected[~is_defect], None if g is None else g[~is_defect])
     return {
         "roc_auc": float(roc_auc_score(is_defect, scores)) if both else None,
         "pr_auc": float(average_precision_score(is_defect, scores)) if both else None,
         "threshold": threshold,
         "defect_recall": float(rejected[is_defect].mean()) if is_defect.any() else None,
         "false_reject": float(rejected[~is_defect].mean()) if (~is_defect).any() else None,
+        "intervals": intervals,
     }
 
 
@@ -147,6 +177,7 @@ def slice_metrics(
     threshold: float | None,
     max_gap: float,
     min_images: int,
+    groups: Sequence[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Metrics of each slice, and a flag on a slice much worse than the rest.
 
@@ -154,14 +185,16 @@ def slice_metrics(
     than ``max_gap`` below the balanced accuracy of all other test images pooled together.
     """
     names = np.asarray(slices)
+    g = None if groups is None else np.asarray(groups)
     pred = logits.argmax(1)
     out: dict[str, dict[str, Any]] = {}
     for name in sorted(set(names.tolist()) - {""}):
         inside = names == name
-        m = classification_metrics(y_true[inside], pred[inside], classes)
+        part = None if g is None else g[inside]
+        m = classification_metrics(y_true[inside], pred[inside], classes, groups=part)
         if good_index is not None and threshold is not None:
             scores = defect_scores(logits[inside], good_index)
-            m["binary"] = binary_metrics(scores, y_true[inside] != good_index, threshold=threshold)
+            m["binary"] = binary_metrics(scores, y_true[inside] != good_index, threshold=threshold, groups=part)
         rest = classification_metrics(y_true[~inside], pred[~inside], classes) if (~inside).any() else None
         gap = None if rest is None else rest["balanced_accuracy"] - m["balanced_accuracy"]
         m["gap_to_rest"] = gap

@@ -39,6 +39,16 @@ def load_report(path: Path) -> dict[str, Any]:
     return report
 
 
+def _inside_intervals(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True when accuracy and balanced accuracy of each report lie inside the other's 95 % interval."""
+    from edgetl.bench.intervals import overlaps
+
+    a, b = old.get("intervals"), new.get("intervals")
+    if not a or not b:
+        return False
+    return all(overlaps(a[k], old[k], b[k], new[k]) for k in ("accuracy", "balanced_accuracy"))
+
+
 def _key(a: dict[str, Any]) -> str:
     return f"{a['target']} {a['precision']}"
 
@@ -73,7 +83,13 @@ def compare_reports(
         recall_b = new["metrics"].get("binary", {}).get("defect_recall")
         recall = None if recall_a is None or recall_b is None else 100 * (recall_b - recall_a)
         speed = "unchanged" if abs(latency_pct) < LATENCY_NOISE_PCT else ("slower" if latency_pct > 0 else "faster")
-        quality = "unchanged" if abs(acc) < 1e-9 and abs(bacc) < 1e-9 else ("worse" if acc + bacc < 0 else "better")
+        within = _inside_intervals(old["metrics"], new["metrics"])
+        if abs(acc) < 1e-9 and abs(bacc) < 1e-9:
+            quality = "unchanged"
+        elif within:
+            quality = "no change (inside both intervals)"
+        else:
+            quality = "worse" if acc + bacc < 0 else "better"
         out.rows.append(
             {
                 "artifact": name,
@@ -93,7 +109,7 @@ def compare_reports(
             out.failures.append(
                 f"{name}: p50 {p50_a:.2f} -> {p50_b:.2f} ms (+{latency_pct:.1f} %, limit {max_latency_regression} %)"
             )
-        if max_accuracy_drop is not None:
+        if max_accuracy_drop is not None and not within:
             for label, change in (("accuracy", acc), ("balanced accuracy", bacc)):
                 if -change > max_accuracy_drop:
                     out.failures.append(f"{name}: {label} {change:+.2f} points (limit -{max_accuracy_drop})")
@@ -127,7 +143,7 @@ def print_comparison(result: Comparison, *, name_a: str, name_b: str) -> None:
             f"{r['accuracy_b']:.4f}",
             f"[{quality_style}]{r['accuracy_change_pts']:+.2f} {r['quality']}[/]"
             if quality_style
-            else f"{r['accuracy_change_pts']:+.2f}",
+            else f"{r['accuracy_change_pts']:+.2f} {r['quality']}".replace(" unchanged", ""),
             f"{r['balanced_accuracy_change_pts']:+.2f}",
             "-" if recall is None else f"{recall:+.2f}",
         )

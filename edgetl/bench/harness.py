@@ -90,8 +90,16 @@ def accuracy_section(
     slices: list[str],
     settings: BenchConfig,
     good_index: int | None,
+    *,
+    groups: list[str] | None = None,
+    tune_on: tuple[np.ndarray, np.ndarray, str] | None = None,
 ) -> dict[str, Any]:
-    """Test metrics, the reject threshold tuned on validation, and per-slice metrics of one model."""
+    """Test metrics with 95 % intervals, the reject threshold, and per-slice metrics of one model.
+
+    The threshold is tuned on this model's validation logits, or on ``tune_on`` (logits, labels, description:
+    the cross-validated out-of-fold logits when the validation split is too small). ``groups`` are the test
+    images' parts, for the intervals.
+    """
     from edgetl.bench.accuracy import (
         binary_metrics,
         classification_metrics,
@@ -101,17 +109,24 @@ def accuracy_section(
     )
 
     test = logits["test"]
-    metrics = classification_metrics(labels["test"], test.argmax(1), classes)
+    metrics = classification_metrics(labels["test"], test.argmax(1), classes, groups=groups)
     threshold = None
     if good_index is not None:
-        threshold = reject_threshold(
-            defect_scores(logits["val"], good_index),
-            labels["val"] != good_index,
-            max_false_reject=settings.max_false_reject,
+        source_logits, source_labels, source = (
+            tune_on if tune_on is not None else (logits["val"], labels["val"], "validation split")
         )
-        metrics["binary"] = binary_metrics(
-            defect_scores(test, good_index), labels["test"] != good_index, threshold=threshold["threshold"]
-        )
+        is_defect = source_labels != good_index
+        if is_defect.any() and not is_defect.all():
+            threshold = reject_threshold(
+                defect_scores(source_logits, good_index), is_defect, max_false_reject=settings.max_false_reject
+            )
+            threshold["tuned_on"] = source
+            metrics["binary"] = binary_metrics(
+                defect_scores(test, good_index),
+                labels["test"] != good_index,
+                threshold=threshold["threshold"],
+                groups=groups,
+            )
     per_slice = slice_metrics(
         labels["test"],
         test,
@@ -121,6 +136,7 @@ def accuracy_section(
         threshold=None if threshold is None else threshold["threshold"],
         max_gap=settings.slice_gap,
         min_images=settings.min_slice_images,
+        groups=groups,
     )
     return {"metrics": metrics, "threshold": threshold, "slices": per_slice}
 
@@ -134,7 +150,7 @@ def write_threshold(folder: Path, threshold: dict[str, Any], *, classes: list[st
             "good_class": classes[good_index],
             "score": f"1 - softmax(logits)[{good_index}]  (probability of not '{classes[good_index]}')",
             "rule": "reject the part when score >= threshold",
-            "tuned_on": "validation split",
+            "tuned_on": threshold.get("tuned_on", "validation split"),
         },
     )
 

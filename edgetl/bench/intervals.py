@@ -102,8 +102,16 @@ def balanced_accuracy_interval(
         recall = np.where(denom > 0, (counts @ correct) / np.where(denom > 0, denom, 1.0), np.nan)
     values = np.nanmean(recall, axis=1)
     low, high = np.nanpercentile(values, [2.5, 97.5])
-    point = float(np.mean([(y_pred[y_true == c] == c).mean() for c in classes]))
-    return [float(min(low, point)), float(max(high, point))]
+    hits = [y_pred[y_true == c] == c for c in classes]
+    point = float(np.mean([h.mean() for h in hits]))
+    low, high = min(low, point), max(high, point)
+    if any(h.all() or not h.any() for h in hits):
+        # A class recalled perfectly (or never) has no spread to resample: the percentile bootstrap would claim
+        # certainty. Widen to the mean of the classes' Wilson bounds (grouped), a conservative envelope.
+        bounds = np.array([proportion_interval(h, None if groups is None else np.asarray(groups)[y_true == c])
+                           for h, c in zip(hits, classes, strict=True)])  # fmt: skip
+        low, high = min(low, float(bounds[:, 0].mean())), max(high, float(bounds[:, 1].mean()))
+    return [float(low), float(high)]
 
 
 def independent_groups(groups: Sequence[str] | np.ndarray | None, n: int) -> int:
