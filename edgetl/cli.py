@@ -119,6 +119,13 @@ def build(
     epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
     gray: Annotated[bool | None, typer.Option("--gray/--rgb", help="Fold the first conv to one channel.")] = None,
     device: Annotated[str | None, typer.Option(help="Training device: cpu, cuda or auto.")] = None,
+    budget_minutes: Annotated[
+        float | None, typer.Option(help="Wall time of the recipe search (train.strategy auto).")
+    ] = None,
+    study_storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna RDB storage URL: several machines work on one recipe search (train.search.storage)."),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild an existing run in place.")] = False,
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted build: training goes on from its last epoch.")
@@ -136,6 +143,8 @@ def build(
             "train.epochs": epochs,
             "model.gray": gray,
             "train.device": device,
+            "train.budget_minutes": budget_minutes,
+            "train.search.storage": study_storage,
         },
     )
     from edgetl.pipeline import build as run_build

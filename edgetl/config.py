@@ -127,6 +127,9 @@ class SearchConfig(StrictModel):
     """The recipe search that ``train.strategy: auto`` runs: Optuna (TPE) trials scored by group k-fold CV."""
 
     folds: int = Field(3, ge=2, le=10, description="Group k-fold cross-validation on train+val.")
+    epochs: int = Field(
+        8, ge=1, description="Schedule length of each trial's fold (shorter than train.epochs: trials rank recipes)."
+    )
     max_trials: int = Field(40, ge=1, description="Stop after this many trials (or when the budget is spent).")
     depths: list[int] | None = Field(
         None, description="Trained backbone blocks to try besides linear (0); None: the arch's list."
@@ -166,12 +169,12 @@ class TrainConfig(StrictModel):
         None, ge=1, description="Blocks trained by 'partial' (counted from the end); None: the arch default."
     )
     epochs: int = Field(
-        15,
+        12,
         ge=1,
         description="Most epochs (the learning-rate schedule's length); training stops earlier when "
         "the held-out score stops improving.",
     )
-    patience: int = Field(4, ge=1, description="Stop after this many epochs without a better held-out score.")
+    patience: int = Field(3, ge=1, description="Stop after this many epochs without a better held-out score.")
     stop_epoch: int | None = Field(
         None,
         ge=1,

@@ -1,11 +1,12 @@
 """The recipe search behind ``train.strategy: auto``: Optuna trials scored by group k-fold cross-validation.
 
 Every trial is a recipe (how many blocks to train, input side, resize rule, class weighting, learning rate,
-augmentation strength) trained on k-1 folds of train+val and scored on the held-out fold; folds are group-aware
-and stratified, so one part never sits on both sides. A trial's score is the mean held-out balanced accuracy at
-the epoch where the fold-mean curve peaks, and that epoch is where the refit stops. The default recipe is the
-first trial and always completes; the others run until ``train.budget_minutes`` is spent (TPE sampler, a
-median pruner after each fold). The test split is never read here.
+augmentation strength) trained on k-1 folds of train+val (a ``train.search.epochs`` schedule) and scored on the
+held-out fold; folds are group-aware and stratified, so one part never sits on both sides. A trial's score is the
+mean held-out balanced accuracy at the epoch where the fold-mean curve peaks (where the refit stops when the
+validation split is too small to stop it). The default recipe is the first trial and always completes; the others
+run until ``train.budget_minutes`` is spent (TPE sampler, a median pruner after each fold). The test split is
+never read here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from edgetl.config import TrainConfig
 from edgetl.fit import InputCache, fit
 from edgetl.models import ARCHS, Classifier
 
-_PRUNE_AFTER = 2  # completed trials before the median pruner may stop one
+_PRUNE_AFTER = 1  # completed trials before the median pruner may stop one (the default recipe is the first)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Recipe:
             return "linear"
         return "full" if self.trainable_blocks >= ARCHS[arch].num_blocks else "partial"
 
-    def overrides(self, arch: str, *, stop_epoch: int) -> dict[str, Any]:
+    def overrides(self, arch: str, *, stop_epoch: int | None) -> dict[str, Any]:
         """Config keys (dotted) that rerun this recipe without a search."""
         strategy = self.strategy(arch)
         return {
@@ -191,6 +192,7 @@ def run_search(
     started = time.perf_counter()
     deadline = started + config.budget_minutes * 60
     folds = group_folds(y, groups, folds=config.search.folds, seed=config.seed)
+    fold_config = config.model_copy(update={"epochs": config.search.epochs})
     sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=4)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=_PRUNE_AFTER, n_warmup_steps=0)
     study = optuna.create_study(
@@ -237,7 +239,7 @@ def run_search(
                     model,
                     views.subset(train_idx),
                     y[train_idx],
-                    config=config,
+                    config=fold_config,
                     lr=recipe.lr,
                     class_weighting=recipe.class_weighting,
                     augment=inputs.augment.scaled(recipe.augment_strength),
@@ -252,6 +254,10 @@ def run_search(
                 trial.set_user_attr("pruned_because", "the budget ran out")
                 raise optuna.TrialPruned() from None
             curve = [row["val_balanced_accuracy"] for row in result.history]
+            log(
+                f"  trial {trial.number} fold {f + 1}/{len(folds)}: held-out balanced accuracy {max(curve):.3f} "
+                f"(epoch {int(np.argmax(curve)) + 1} of {len(curve)}, {time.perf_counter() - t0:.0f} s so far)"
+            )
             curves.append(curve)
             logits_per_fold.append(result.eval_logits)
             fold_best.append(max(curve))

@@ -183,6 +183,11 @@ def _image_facts(dataset: Dataset) -> dict[str, Any]:
     return facts if isinstance(facts, dict) else {}
 
 
+def _validation_adequate(dataset: Dataset) -> bool:
+    validation = dataset.info.get("validation")
+    return not isinstance(validation, dict) or bool(validation.get("adequate", True))
+
+
 def resolve_gray(setting: bool | str, dataset: Dataset) -> tuple[bool, str]:
     """(one input channel?, why): ``auto`` is one channel exactly when every training image is greyscale."""
     if setting != "auto":
@@ -299,7 +304,13 @@ def train_model(
         recipe = Recipe(**search_record["recipe"])
         strategy, start = recipe.strategy(mc.arch), recipe.start(mc.arch)
         size, resize, weighting = recipe.input_size, recipe.resize, recipe.class_weighting
-        lr, strength, stop_epoch = recipe.lr, recipe.augment_strength, int(search_record["best_epoch"])
+        lr, strength = recipe.lr, recipe.augment_strength
+        # A validation split that can choose the epoch does (over train.epochs); a small one cannot, and the refit
+        # repeats the cross-validated schedule up to its peak.
+        small_val = not _validation_adequate(dataset)
+        stop_epoch = int(search_record["best_epoch"]) if small_val else None
+        if small_val:
+            tc = tc.model_copy(update={"epochs": tc.search.epochs})
         timings["search_s"] = float(search_record["seconds"])
     else:
         strategy, start = resolve_strategy(tc, mc.arch)
@@ -496,7 +507,11 @@ def _search_or_reuse(
                 labels=y_pool,
                 paths=np.array([s.path.as_posix() for s in pool]),
             )
-    raw = set_dotted(config.model_dump(mode="json"), result.recipe.overrides(mc.arch, stop_epoch=result.best_epoch))
+    small_val = not _validation_adequate(dataset)
+    overrides = result.recipe.overrides(mc.arch, stop_epoch=result.best_epoch if small_val else None)
+    if small_val:
+        overrides["train.epochs"] = tc.search.epochs
+    raw = set_dotted(config.model_dump(mode="json"), overrides)
     raw["model"]["gray"] = resolve_gray(mc.gray, dataset)[0]
     from edgetl.config import build_config_from_dict
 

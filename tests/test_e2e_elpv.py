@@ -37,10 +37,15 @@ bench: {{warmup: 5, iterations: 30}}
     run = tmp_path / "runs" / "e2e"
     report = json.loads((run / "report.json").read_text())
     parity = json.loads((run / "export" / "parity.json").read_text())
-    assert parity["passed"] and parity["images"] == 54  # all validation images (15 % of 360)
+    counts = report["dataset"]["counts"]
+    assert parity["passed"] and parity["images"] == sum(counts["val"].values())  # every validation image
     meta = json.loads((run / "train" / "meta.json").read_text())
     assert meta["pretrained_weights_sha256"].startswith("b0353104")
-    assert report["dataset"]["counts"]["test"] == {"defective": 28, "functional": 62}
+    # A stratified, group-aware split: about a quarter of each class in test, no group in two splits.
+    test = counts["test"]
+    assert 70 <= sum(test.values()) <= 110 and 0.15 <= test["defective"] / sum(test.values()) <= 0.4
+    groups = report["dataset"]["groups"]
+    assert sum(groups["independent"].values()) == groups["groups"]
     slices = report["dataset"]["slices"]
     assert set(slices) == {"mono", "poly"} and sum(slices.values()) == 360
     by_key = {(a["target"], a["precision"]): a for a in report["artifacts"]}
@@ -75,3 +80,33 @@ bench: {{warmup: 5, iterations: 30}}
     assert "on the device run: edgetl compile" in said and "not built here: TensorRT engines" in said
     verified = runner.invoke(app, ["verify", str(bundle)])
     assert verified.exit_code == 0, verified.output
+
+
+@pytest.mark.slow
+def test_default_build_on_a_few_dozen_real_images(tmp_path: Path):
+    """What a new user runs: `edgetl build --data DIR` with every default (recipe search, gray auto, grouping),
+    on 60 ELPV cells, with a short search budget so CI stays quick."""
+    runner = CliRunner()
+    data = tmp_path / "elpv"
+    assert runner.invoke(app, ["data", "elpv", str(data), "--limit", "60", "--seed", "1"]).exit_code == 0
+    result = runner.invoke(
+        app,
+        ["build", "--data", str(data / "manifest.csv"), "--runs-dir", str(tmp_path / "runs"), "--name", "few",
+         "--budget-minutes", "0.5"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "few"
+    report = json.loads((run / "report.json").read_text())
+    meta = json.loads((run / "train" / "meta.json").read_text())
+    assert meta["recipe"]["source"] == "search" and meta["recipe"]["gray"] is True
+    assert meta["search"]["trials"][0]["state"] == "complete"  # the default recipe always finishes
+    assert (run / "train" / "recipe.yaml").is_file()
+    said = " ".join(result.output.split())
+    assert "validation split too small" in said and "out-of-fold" in said  # 60 images: thresholds from CV
+    for a in report["artifacts"]:
+        low, high = a["metrics"]["intervals"]["balanced_accuracy"]
+        assert low <= a["metrics"]["balanced_accuracy"] <= high and high - low > 0.05
+        assert a["threshold"]["tuned_on"].startswith("out-of-fold")
+    from edgetl.report import validate_report
+
+    validate_report(report)

@@ -28,7 +28,7 @@ import numpy as np
 from edgetl.data.dataset import DataError, Sample
 
 # Re-exposed copies used to measure how similar one part's shots are: (gamma, gain) pairs.
-_VARIANTS = ((0.6, 1.0), (1.7, 1.0), (1.0, 0.65), (1.0, 1.35), (0.8, 1.2), (1.3, 0.8))
+_VARIANTS = ((0.5, 1.0), (2.0, 1.0), (1.0, 0.55), (1.0, 1.5), (0.75, 1.3), (1.4, 0.7), (1.6, 1.4), (0.6, 0.6))
 _CALIBRATION_IMAGES = 96
 _EMBED_SIDE = 160
 
