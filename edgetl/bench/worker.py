@@ -136,7 +136,8 @@ def measure(request: WorkerRequest) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Read the request file, measure, write ``out/result.json``."""
+    """Read the request file, measure, write ``out/result.json`` (or ``out/error.json`` for a user's failure)."""
+    from edgetl.errors import EdgetlError
     from edgetl.files import read_json, write_json_atomic
 
     args = sys.argv[1:] if argv is None else argv
@@ -144,7 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m edgetl.bench.worker REQUEST.json", file=sys.stderr)
         return 2
     request = WorkerRequest.model_validate(read_json(Path(args[0])))
-    write_json_atomic(request.out / "result.json", measure(request))
+    try:
+        result = measure(request)
+    except EdgetlError as exc:
+        write_json_atomic(request.out / "error.json", {"message": str(exc), "hint": exc.hint})
+        return 2
+    write_json_atomic(request.out / "result.json", result)
     return 0
 
 
