@@ -334,7 +334,7 @@ def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> di
     checkpoint = run.train / "model.pt"
     int8_details = details.get("int8", {})
     return write_bundle(
-        run.root / "bundle" / profile.name,
+        run.bundle(profile.name),
         profile=profile,
         classes=list(meta["classes"]),
         spec=spec,

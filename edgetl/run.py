@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgetl.config import BuildConfig, ConfigError, dump_config, load_build_config
 from edgetl.files import remove_stale_temps, write_text_atomic
+from edgetl.paths import check_name, inside
 from edgetl.targets.profiles import resolve_profile
 
 
@@ -18,26 +19,33 @@ class RunDir:
 
     @property
     def config(self) -> Path:
-        return self.root / "config.yaml"
+        return inside(self.root, "config.yaml")
 
     @property
     def data(self) -> Path:
-        return self.root / "data"
+        return inside(self.root, "data")
 
     @property
     def train(self) -> Path:
-        return self.root / "train"
+        return inside(self.root, "train")
 
     @property
     def export(self) -> Path:
-        return self.root / "export"
+        return inside(self.root, "export")
 
     @property
     def calibration(self) -> Path:
-        return self.root / "calibration"
+        return inside(self.root, "calibration")
 
     def target(self, profile: str, precision: str) -> Path:
-        return self.root / "targets" / profile / precision
+        """targets/<profile>/<precision>/, both names checked (a profile named '../x' is refused)."""
+        return inside(
+            self.root, "targets", check_name(profile, what="profile name"), check_name(precision, what="precision")
+        )
+
+    def bundle(self, profile: str) -> Path:
+        """bundle/<profile>/."""
+        return inside(self.root, "bundle", check_name(profile, what="profile name"))
 
 
 def init_run(config: BuildConfig, *, force: bool = False) -> RunDir:

@@ -23,6 +23,7 @@ from PIL import Image
 from edgetl.config import DataConfig
 from edgetl.data.dataset import DataError, Sample, list_image_folder, read_manifest
 from edgetl.files import is_inside, sha256_bytes, write_json_atomic, write_text_atomic
+from edgetl.paths import class_name_problem
 from edgetl.preprocess import ImageDecodeError, decode_image
 
 HASH_SIDE = 16  # dHash of 16 x 16 brightness gradients: 256 bits
@@ -212,6 +213,17 @@ def check_dataset(config: DataConfig, *, threads: int = 4) -> CheckReport:
 def _check_classes(report: CheckReport, config: DataConfig) -> None:
     counts = Counter(s.label for s in report.samples)
     folder_of = {s.label: str(s.path.parent) for s in report.samples} if config.root is not None else {}
+    for label in sorted(counts):
+        problem = class_name_problem(label)
+        if problem is not None:
+            report.findings.append(
+                Finding(
+                    folder_of.get(label, str(report.source)),
+                    "error",
+                    f"class name {label!r} cannot be used: {problem}; class names become folder names and "
+                    "label-file lines, rename the class",
+                )
+            )
     for label, count in sorted(counts.items()):
         if count < config.min_images_per_class:
             report.findings.append(
