@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgetl.errors import EdgetlError, InvalidFileError
 from edgetl.files import atomic_dir, is_inside, read_json, sha256_file, write_json_atomic, write_text_atomic
+from edgetl.lock import run_lock
 from edgetl.paths import PlainName, inside
 from edgetl.preprocess import PreprocessSpec
 from edgetl.targets.profiles import Precision, TargetProfile
@@ -365,6 +366,11 @@ def verify_bundle(folder: Path, *, write: bool = True) -> dict[str, Any]:
 
 def compile_bundle(folder: Path, *, precisions: list[str] | None = None, verify: bool = True) -> dict[str, Any]:
     """Build the TensorRT engines of a bundle on this device, add the plans to triton/, then verify."""
+    with run_lock(Path(folder), stage="compile"):
+        return _compile_bundle(Path(folder), precisions=precisions, verify=verify)
+
+
+def _compile_bundle(folder: Path, *, precisions: list[str] | None, verify: bool) -> dict[str, Any]:
     from edgetl.files import atomic_path
     from edgetl.targets.base import Artifact
     from edgetl.targets.tensorrt import ENGINE_FILE, TensorRTTarget, build_engine, device_fingerprint, weakly_typed

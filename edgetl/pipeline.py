@@ -13,6 +13,7 @@ from edgetl.config import BuildConfig, ConfigError
 from edgetl.data.dataset import Dataset, load_split, prepare_dataset
 from edgetl.errors import MissingInputError
 from edgetl.files import atomic_dir, read_json, sha256_file
+from edgetl.lock import writes_run
 from edgetl.run import RunDir, init_run
 from edgetl.targets.profiles import TargetProfile, resolve_profile
 
@@ -23,11 +24,13 @@ def _log(message: str) -> None:
     Console(stderr=True).print(message)
 
 
+@writes_run("data split")
 def stage_data(config: BuildConfig, run: RunDir) -> Dataset:
     """Read, check and split the data into run/data/."""
     return prepare_dataset(config.data, run.data)
 
 
+@writes_run("train")
 def stage_train(config: BuildConfig, run: RunDir, *, progress: bool = True, resume: bool = False) -> dict[str, Any]:
     """Fine-tune (with ``resume``: continue from run/train/resume.pt); returns the checkpoint meta."""
     from edgetl.train import train_model
@@ -55,6 +58,7 @@ def _split_inputs(
     return x, y, [s.path.name for s in samples]
 
 
+@writes_run("export")
 def stage_export(config: BuildConfig, run: RunDir) -> dict[str, Any]:
     """Export the checkpoint to run/export/model.onnx with a parity report."""
     from edgetl.export import export_run
@@ -79,6 +83,7 @@ def stage_export(config: BuildConfig, run: RunDir) -> dict[str, Any]:
     )
 
 
+@writes_run("calibrate")
 def stage_calibrate(config: BuildConfig, run: RunDir) -> Any:
     """Write the calibration set into run/calibration/."""
     from edgetl.calibration import build_calibration
@@ -100,6 +105,7 @@ def with_calibration_overrides(profile: TargetProfile, config: BuildConfig) -> T
     return profile.model_copy(update={"quantization": profile.quantization.model_copy(update=update)})
 
 
+@writes_run("compile")
 def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> list[Any]:
     """Compile every precision of a profile into run/targets/<profile>/<precision>/ (atomically)."""
     from edgetl.calibration import load_calibration
@@ -135,6 +141,7 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
     return artifacts
 
 
+@writes_run("bench")
 def stage_bench(
     config: BuildConfig, run: RunDir, profiles: list[TargetProfile], *, timings: dict[str, float] | None = None
 ) -> dict[str, Any]:
@@ -257,6 +264,7 @@ def stage_bench(
     return read_json(run.root / "report.json")
 
 
+@writes_run("bundle")
 def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> dict[str, Any]:
     """Write run/bundle/<profile>/ from the prepared TensorRT inputs; check them on this CPU first.
 
@@ -384,6 +392,7 @@ def _bundle_thresholds(
     }
 
 
+@writes_run("build")
 def build(config: BuildConfig, *, force: bool = False, progress: bool = True, resume: bool = False) -> dict[str, Any]:
     """Run every stage for every target; returns the report (also in runs/<name>/report.json).
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgetl.config import BuildConfig, ConfigError, dump_config, load_build_config
 from edgetl.files import remove_stale_temps, write_text_atomic
+from edgetl.lock import writes_run
 from edgetl.paths import check_name, inside
 from edgetl.targets.profiles import resolve_profile
 
@@ -48,6 +49,7 @@ class RunDir:
         return inside(self.root, "bundle", check_name(profile, what="profile name"))
 
 
+@writes_run("init")
 def init_run(config: BuildConfig, *, force: bool = False) -> RunDir:
     """Create the run folder and write the resolved config."""
     run = RunDir(config.run_dir)
