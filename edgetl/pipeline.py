@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from edgetl.config import BuildConfig, ConfigError
-from edgetl.data.dataset import Dataset, load_split, prepare_dataset
+from edgetl.custody import check_artifacts, check_inputs, verified_split
+from edgetl.data.dataset import Dataset, prepare_dataset
 from edgetl.errors import MissingInputError
 from edgetl.files import atomic_dir, read_json, sha256_file
 from edgetl.lock import writes_run
@@ -35,7 +36,7 @@ def stage_train(config: BuildConfig, run: RunDir, *, progress: bool = True, resu
     """Fine-tune (with ``resume``: continue from run/train/resume.pt); returns the checkpoint meta."""
     from edgetl.train import train_model
 
-    result = train_model(config, load_split(run.data), run.train, progress=progress, resume=resume)
+    result = train_model(config, verified_split(run, "train"), run.train, progress=progress, resume=resume)
     return result.meta
 
 
@@ -68,7 +69,7 @@ def stage_export(config: BuildConfig, run: RunDir) -> dict[str, Any]:
     checkpoint = run.train / "model.pt"
     model, meta = load_checkpoint(checkpoint)
     spec = PreprocessSpec.model_validate(meta["preprocess"])
-    inputs, _, names = _split_inputs(load_split(run.data), spec, "val", config.export.parity_images)
+    inputs, _, names = _split_inputs(verified_split(run, "export"), spec, "val", config.export.parity_images)
     return export_run(
         model,
         meta,
@@ -92,7 +93,7 @@ def stage_calibrate(config: BuildConfig, run: RunDir) -> Any:
     meta = read_json(run.train / "meta.json")
     spec = PreprocessSpec.model_validate(meta["preprocess"])
     c = config.calibration
-    return build_calibration(load_split(run.data), spec, run.calibration, samples=c.samples, seed=c.seed)
+    return build_calibration(verified_split(run, "calibrate"), spec, run.calibration, samples=c.samples, seed=c.seed)
 
 
 def with_calibration_overrides(profile: TargetProfile, config: BuildConfig) -> TargetProfile:
@@ -117,6 +118,7 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
     onnx_path = run.export / "model.onnx"
     if not onnx_path.is_file():
         raise MissingInputError(f"{onnx_path} is missing; run 'edgetl export {run.root}' first.")
+    check_inputs(run, "compile")
     meta = read_json(run.train / "meta.json")
     calib = load_calibration(run.calibration) if "int8" in profile.precisions else None
     profile = with_calibration_overrides(profile, config)
@@ -164,7 +166,7 @@ def stage_bench(
     threads = settings.threads or os.cpu_count() or 1
     meta = read_json(run.train / "meta.json")
     spec = PreprocessSpec.model_validate(meta["preprocess"])
-    dataset = load_split(run.data)
+    dataset = verified_split(run, "bench")
     inputs, labels = {}, {}
     for split in ("val", "test"):
         inputs[split], labels[split], _ = _split_inputs(dataset, spec, split)
@@ -188,6 +190,7 @@ def stage_bench(
             _log(f"bench {profile.name}: {profile.backend} cannot run here; {where}.")
     folders = [(p, precision, run.target(p.name, precision)) for p in measurable for precision in p.precisions]
     artifacts = [Artifact.read(folder) for _, _, folder in folders]
+    check_artifacts(run, artifacts)
     measured = measure_artifacts(
         [folder for _, _, folder in folders],
         inputs,
@@ -285,7 +288,7 @@ def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> di
         )
     meta = read_json(run.train / "meta.json")
     spec = PreprocessSpec.model_validate(meta["preprocess"])
-    dataset = load_split(run.data)
+    dataset = verified_split(run, "bundle")
     models: dict[str, Path] = {}
     details: dict[str, dict[str, Any]] = {}
     for wanted in profile.precisions:
