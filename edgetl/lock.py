@@ -119,7 +119,13 @@ def run_lock(folder: Path, *, stage: str) -> Iterator[None]:
     """
     folder = Path(folder)
     created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunLockedError(
+            f"cannot create {folder}: {exc.strerror or exc}",
+            hint="check the path (--name, runs_dir) and that its parent folder is writable",
+        ) from exc
     key = folder.resolve()
     if key in _held:
         _held[key][1] += 1

@@ -12,10 +12,10 @@ import numpy as np
 from edgetl.config import BuildConfig, ConfigError
 from edgetl.custody import check_artifacts, check_inputs, verified_split
 from edgetl.data.dataset import Dataset, prepare_dataset
-from edgetl.errors import MissingInputError
-from edgetl.files import atomic_dir, read_json, sha256_file
+from edgetl.errors import EdgetlError, MissingInputError
+from edgetl.files import atomic_dir, read_json, require_writable, sha256_file
 from edgetl.lock import writes_run
-from edgetl.run import RunDir, init_run
+from edgetl.run import RunDir, init_run, write_run_config
 from edgetl.targets.profiles import TargetProfile, resolve_profile
 
 
@@ -157,6 +157,7 @@ def stage_bench(
     started = time.perf_counter()
     from edgetl.bench.accuracy import agreement, disagreeing_images, good_class_index
     from edgetl.bench.harness import accuracy_section, measure_artifacts, reference_logits, write_threshold
+    from edgetl.bench.merge import merge_rows, previous_report
     from edgetl.preprocess import PreprocessSpec
     from edgetl.report import write_report
     from edgetl.targets import Artifact, get_target
@@ -191,6 +192,7 @@ def stage_bench(
     folders = [(p, precision, run.target(p.name, precision)) for p in measurable for precision in p.precisions]
     artifacts = [Artifact.read(folder) for _, _, folder in folders]
     check_artifacts(run, artifacts)
+    require_writable(run.root, *(folder for _, _, folder in folders))
     measured = measure_artifacts(
         [folder for _, _, folder in folders],
         inputs,
@@ -201,10 +203,11 @@ def stage_bench(
         log=_log,
     )
     results: list[dict[str, Any]] = []
+    side_files = []  # written after the report, so a failed write never loses the measurements
     for (profile, precision, folder), artifact, (speed, logits) in zip(folders, artifacts, measured, strict=True):
         section = accuracy_section(logits, labels, classes, slices, settings, good)
         if section["threshold"] is not None and good is not None:
-            write_threshold(folder, section["threshold"], classes=classes, good_index=good)
+            side_files.append((folder, section["threshold"]))
         agree = agreement(logits["test"], reference["test"])
         results.append(
             {
@@ -259,11 +262,17 @@ def stage_bench(
     bundles = bundle_summaries(run)
     if bundles:
         report["bundles"] = bundles
-    if timings is None and (run.root / "report.json").is_file():
-        timings = read_json(run.root / "report.json").get("timings_s")
+    previous = previous_report(run.root)
+    report["artifacts"], kept = merge_rows(previous, report, benched=[p.name for p in profiles])
+    if kept:
+        _log(f"report.json keeps the earlier rows of {', '.join(kept)} (not benched now)")
+    if timings is None and previous is not None:
+        timings = previous.get("timings_s")
     if timings is not None:
         report["timings_s"] = dict(timings, bench=round(time.perf_counter() - started, 1))
     write_report(run.root, report)
+    for folder, threshold in side_files:
+        write_threshold(folder, threshold, classes=classes, good_index=good)  # type: ignore[arg-type]
     return read_json(run.root / "report.json")
 
 
@@ -405,7 +414,7 @@ def build(config: BuildConfig, *, force: bool = False, progress: bool = True, re
     from edgetl.report import print_report
 
     profiles = [resolve_profile(name) for name in config.targets]
-    run = init_run(config, force=force or resume)
+    run = init_run(config, force=force or resume, write_config=False)
     timings: dict[str, float] = {}
 
     def timed(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -417,6 +426,7 @@ def build(config: BuildConfig, *, force: bool = False, progress: bool = True, re
         return out
 
     dataset = timed("data", stage_data, config, run)
+    write_run_config(run, config)  # only now: a --force whose data check fails leaves the run's record as it was
     for warning in dataset.warnings:
         _log(f"[yellow]warning:[/yellow] {warning}")
     timed("train", stage_train, config, run, progress=progress, resume=resume)
@@ -437,10 +447,16 @@ def build(config: BuildConfig, *, force: bool = False, progress: bool = True, re
 
 
 def bundle_summaries(run: RunDir) -> dict[str, Any]:
-    """The host checks of every bundle in run/bundle/, for the report."""
+    """The host checks of every bundle in run/bundle/, for the report (a damaged bundle is left out, with a note)."""
+    from edgetl.bundle import read_manifest
+
     summaries = {}
     for path in sorted((run.root / "bundle").glob("*/manifest.json")):
-        m = read_json(path)
+        try:
+            m = read_manifest(path.parent)
+        except EdgetlError as exc:
+            _log(f"[yellow]warning:[/yellow] bundle {path.parent} left out of the report: {exc}")
+            continue
         summaries[path.parent.name] = {
             "path": str(path.parent),
             "tensorrt": m["profile"]["tensorrt"],

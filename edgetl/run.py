@@ -50,8 +50,12 @@ class RunDir:
 
 
 @writes_run("init")
-def init_run(config: BuildConfig, *, force: bool = False) -> RunDir:
-    """Create the run folder and write the resolved config."""
+def init_run(config: BuildConfig, *, force: bool = False, write_config: bool = True) -> RunDir:
+    """Create the run folder and write the resolved config.
+
+    ``write_config=False`` leaves config.yaml to :func:`write_run_config`, once the first stage has passed
+    (``edgetl build --force`` keeps the run's record until the new data check succeeds).
+    """
     run = RunDir(config.run_dir)
     if run.config.exists() and not force:
         raise ConfigError(
@@ -61,8 +65,14 @@ def init_run(config: BuildConfig, *, force: bool = False) -> RunDir:
         resolve_profile(name)
     run.root.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(run.root)
-    write_text_atomic(run.config, dump_config(config))
+    if write_config:
+        write_run_config(run, config)
     return run
+
+
+def write_run_config(run: RunDir, config: BuildConfig) -> None:
+    """Write (or replace) the run's config.yaml."""
+    write_text_atomic(run.config, dump_config(config))
 
 
 def open_run(run_dir: Path) -> tuple[RunDir, BuildConfig]:
