@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.data.dataset import Dataset, load_split
-from edgetl.errors import IntegrityError, InvalidFileError, MissingInputError
+from edgetl.errors import EdgetlError, IntegrityError, InvalidFileError, MissingInputError
 from edgetl.files import read_json, sha256_file
 from edgetl.run import RunDir
 
@@ -99,6 +99,58 @@ def check_images(dataset: Dataset, run: RunDir, splits: tuple[str, ...]) -> None
         )
 
 
+def read_meta(run: RunDir) -> dict[str, Any]:
+    """train/meta.json, with the fields later stages read (classes, preprocessing spec, arch) checked."""
+    from pydantic import ValidationError
+
+    from edgetl.preprocess import PreprocessSpec
+
+    retrain = f"edgetl train {run.root}"
+    path = run.train / "meta.json"
+    meta = _record(path, retrain)
+    classes = meta.get("classes")
+    problem = None
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        problem = "'classes' is not a list of at least two names"
+    elif not isinstance(meta.get("arch"), str):
+        problem = "'arch' is missing"
+    else:
+        try:
+            PreprocessSpec.model_validate(meta.get("preprocess"))
+        except ValidationError as exc:
+            problem = f"'preprocess' is not a preprocessing spec ({exc.errors()[0]['msg']})"
+    if problem is not None:
+        raise InvalidFileError(f"{path} is not a training record: {problem}", hint=f"train again with '{retrain}'")
+    return meta
+
+
+def _load_split(run: RunDir) -> Dataset:
+    """load_split with a damaged split.csv or dataset.json turned into an error naming them."""
+    import csv
+
+    from edgetl.data.dataset import SPLITS
+
+    split = f"edgetl data split {run.root}"
+    _record(run.data / "dataset.json", split)
+    try:
+        dataset = load_split(run.data)
+    except EdgetlError:
+        raise
+    except (KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError) as exc:
+        raise InvalidFileError(
+            f"{run.data / 'split.csv'} or {run.data / 'dataset.json'} is damaged ({type(exc).__name__}: {exc})",
+            hint=f"split again with '{split}'",
+        ) from exc
+    wrong = next(
+        (s for s in dataset.samples if s.label not in dataset.classes or s.split not in SPLITS or len(s.sha256) != 64),
+        None,
+    )
+    if wrong is not None or not dataset.samples:
+        what = f"the row of {wrong.path} does not fit dataset.json" if wrong is not None else "it lists no images"
+        raise InvalidFileError(f"{run.data / 'split.csv'} is damaged: {what}", hint=f"split again with '{split}'")
+    return dataset
+
+
 def check_inputs(run: RunDir, stage: str) -> None:
     """The checks of a stage that reads no images (compile), or the model-side checks of one that does."""
     _, checkpoint, onnx = _READS[stage]
@@ -111,7 +163,7 @@ def check_inputs(run: RunDir, stage: str) -> None:
 def verified_split(run: RunDir, stage: str) -> Dataset:
     """data/split.csv of the run, after the checks of ``stage`` (images of the splits it reads, model files)."""
     check_inputs(run, stage)
-    dataset = load_split(run.data)
+    dataset = _load_split(run)
     check_images(dataset, run, _READS[stage][0])
     return dataset
 

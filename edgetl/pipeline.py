@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.config import BuildConfig, ConfigError
-from edgetl.custody import check_artifacts, check_inputs, verified_split
+from edgetl.custody import check_artifacts, check_inputs, read_meta, verified_split
 from edgetl.data.dataset import Dataset, prepare_dataset
 from edgetl.errors import EdgetlError, MissingInputError
 from edgetl.files import atomic_dir, read_json, require_writable, sha256_file
@@ -90,7 +90,7 @@ def stage_calibrate(config: BuildConfig, run: RunDir) -> Any:
     from edgetl.calibration import build_calibration
     from edgetl.preprocess import PreprocessSpec
 
-    meta = read_json(run.train / "meta.json")
+    meta = read_meta(run)
     spec = PreprocessSpec.model_validate(meta["preprocess"])
     c = config.calibration
     return build_calibration(verified_split(run, "calibrate"), spec, run.calibration, samples=c.samples, seed=c.seed)
@@ -119,7 +119,7 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
     if not onnx_path.is_file():
         raise MissingInputError(f"{onnx_path} is missing; run 'edgetl export {run.root}' first.")
     check_inputs(run, "compile")
-    meta = read_json(run.train / "meta.json")
+    meta = read_meta(run)
     calib = load_calibration(run.calibration) if "int8" in profile.precisions else None
     profile = with_calibration_overrides(profile, config)
     artifacts = []
@@ -165,7 +165,7 @@ def stage_bench(
 
     settings = config.bench
     threads = settings.threads or os.cpu_count() or 1
-    meta = read_json(run.train / "meta.json")
+    meta = read_meta(run)
     spec = PreprocessSpec.model_validate(meta["preprocess"])
     dataset = verified_split(run, "bench")
     inputs, labels = {}, {}
@@ -295,7 +295,7 @@ def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> di
             f"profile {profile.name} asks for batches up to {profile.tensorrt.max_batch}; "
             "set export.dynamic_batch: true."
         )
-    meta = read_json(run.train / "meta.json")
+    meta = read_meta(run)
     spec = PreprocessSpec.model_validate(meta["preprocess"])
     dataset = verified_split(run, "bundle")
     models: dict[str, Path] = {}
