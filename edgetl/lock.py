@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from edgetl.errors import EdgetlError
+from edgetl.paths import UnsafePathError, escaping_links
 
 LOCK_FILE = ".edgetl.lock"
 P = ParamSpec("P")
@@ -75,8 +76,14 @@ def _open(folder: Path, stage: str) -> int:
     path = folder / LOCK_FILE
     while True:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            # O_NOFOLLOW: a lock file planted as a symbolic link must not make edgetl truncate what it points to.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise RunLockedError(
+                    f"{path} is a symbolic link; edgetl does not write through links in a run folder",
+                    hint=f"delete the link {path} and run again",
+                ) from exc
             raise RunLockedError(
                 f"cannot take the lock of {folder} for {stage}: {exc.strerror} ({path}); edgetl writes its results "
                 "into this folder, so it must be writable",
@@ -136,6 +143,13 @@ def run_lock(folder: Path, *, stage: str) -> Iterator[None]:
         return
     fd = _open(folder, stage)
     try:
+        links_out = escaping_links(folder)
+        if links_out:
+            raise UnsafePathError(
+                f"{links_out[0]} is a symbolic link leading outside {folder} (to {links_out[0].resolve()}); edgetl "
+                "only writes inside its run or bundle folder",
+                hint=f"replace the link by a real file or folder ({len(links_out)} such links in {folder})",
+            )
         previous = _holder(fd)
         if previous and previous.get("host") != socket.gethostname():
             raise RunLockedError(

@@ -8,6 +8,7 @@ never a path: no separator, no ``.`` or ``..``, no control character.
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -72,3 +73,15 @@ def inside(root: Path, *parts: str) -> Path:
             hint=f"replace the link by a real folder, or move the whole run folder: {root}",
         )
     return path
+
+
+def escaping_links(root: Path) -> list[Path]:
+    """Symbolic links below ``root`` (not followed) whose target lies outside it: a write through one would leave."""
+    root = Path(root)
+    found = []
+    for folder, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            path = Path(folder) / name
+            if path.is_symlink() and not is_inside(path, root):
+                found.append(path)
+    return sorted(found)

@@ -50,8 +50,28 @@ def test_a_symbolic_link_out_of_the_run_is_never_written_through(run_copy, tmp_p
     (copy / "targets").symlink_to(elsewhere, target_is_directory=True)
     before = outside()
     result = invoke(["compile", copy, "--target", "cpu"])
-    assert_clear_error(result, str(copy / "targets"), "leads outside", "replace the link by a real folder")
+    assert_clear_error(result, str(copy / "targets"), "symbolic link leading outside", "replace the link by a real")
     assert outside() == before
+
+
+@pytest.mark.parametrize("where", ["bench", "train/model.pt", ".edgetl.lock", "export"])
+def test_no_stage_writes_through_a_link_planted_in_the_run(run_copy, tmp_path: Path, where: str):
+    copy, outside = run_copy
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("a user's file")
+    target = copy / where
+    if target.is_dir():
+        shutil.rmtree(target)
+    else:
+        target.unlink(missing_ok=True)
+    target.symlink_to(victim / "notes.txt" if "." in target.name else victim)
+    before = outside()
+    for args in (["export", copy], ["bench", copy, "--target", "cpu"]):
+        result = invoke(args)
+        assert_clear_error(result, str(target), "symbolic link", "run again" if where == ".edgetl.lock" else "link")
+    assert outside() == before
+    assert (victim / "notes.txt").read_text() == "a user's file"
 
 
 def test_inside_refuses_dotdot_and_absolute_parts(tmp_path: Path):
