@@ -38,8 +38,10 @@ class RunLockedError(EdgetlError, RuntimeError):
 
 
 def _command() -> str:
-    argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
-    return " ".join(shlex.quote(a) for a in argv)
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if program in {"cli.py", "__main__.py"}:  # python -m edgetl.cli
+        program = "edgetl"
+    return shlex.join([program, *sys.argv[1:]])
 
 
 def _holder(fd: int) -> dict[str, Any]:
