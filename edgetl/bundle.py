@@ -10,14 +10,17 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from edgetl.errors import EdgetlError
-from edgetl.files import atomic_dir, read_json, sha256_file, write_json_atomic, write_text_atomic
+from edgetl.errors import EdgetlError, InvalidFileError
+from edgetl.files import atomic_dir, is_inside, read_json, sha256_file, write_json_atomic, write_text_atomic
+from edgetl.lock import run_lock
+from edgetl.paths import PlainName, inside
 from edgetl.preprocess import PreprocessSpec
-from edgetl.targets.profiles import TargetProfile
+from edgetl.targets.profiles import Precision, TargetProfile
 
 MANIFEST = "manifest.json"
 KIND = "edgetl-bundle"
@@ -34,11 +37,68 @@ class BundleError(EdgetlError, ValueError):
 
 
 def _relative(path: str, root: Path) -> Path:
-    """A manifest path inside the bundle, or BundleError."""
+    """A manifest path inside the bundle (symbolic links followed), or BundleError."""
     pure = PurePosixPath(path)
-    if pure.is_absolute() or ".." in pure.parts:
+    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
         raise BundleError(f"{root / MANIFEST} lists {path!r}, which points outside the bundle; re-create the bundle.")
-    return root / Path(*pure.parts)
+    full = root / Path(*pure.parts)
+    if not is_inside(full, root):
+        raise BundleError(
+            f"{full} leads outside the bundle (a symbolic link to {full.resolve()}); copy the bundle as plain files."
+        )
+    return full
+
+
+class _ManifestModel(BaseModel):
+    """The parts of a bundle manifest the device reads; each path in it must stay inside the bundle."""
+
+    model_config = ConfigDict(extra="allow")
+
+    onnx: str
+    weakly_typed_onnx: str
+    triton: PlainName
+
+
+class _ManifestParity(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    inputs: str
+    names: list[str]
+    references: dict[Precision, str]
+    tolerance: dict[Precision, float]
+
+
+class _Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["edgetl-bundle"]
+    files: dict[str, str]
+    profile: TargetProfile
+    classes: list[str]
+    preprocess: PreprocessSpec
+    models: dict[Precision, _ManifestModel]
+    parity: _ManifestParity
+
+
+def _check_manifest(manifest: Any, path: Path) -> None:
+    """Raise BundleError unless ``manifest`` has every field the device reads, with paths inside the bundle."""
+    if isinstance(manifest, dict) and manifest.get("kind") != KIND:
+        raise BundleError(f"{path} is not an edgetl bundle manifest (kind {manifest.get('kind')!r}).")
+    try:
+        checked = _Manifest.model_validate(manifest)
+    except ValidationError as exc:
+        fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'top level'}: {e['msg']}" for e in exc.errors()[:5])
+        raise BundleError(
+            f"{path} is not a valid bundle manifest ({fields}); copy the bundle again from the build host, or "
+            "re-create it there with 'edgetl bundle RUN'."
+        ) from exc
+    folder = path.parent
+    named = [m.onnx for m in checked.models.values()] + [m.weakly_typed_onnx for m in checked.models.values()]
+    for name in [*checked.files, *named, checked.parity.inputs, *checked.parity.references.values()]:
+        _relative(name, folder)
+    missing = sorted(set(checked.models) - set(checked.parity.references))
+    if missing:
+        raise BundleError(f"{path} lists no parity reference for {', '.join(missing)}; re-create the bundle.")
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -47,9 +107,13 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
     if not path.is_file():
         raise BundleError(f"{path} is missing: {folder} is not an edgetl bundle (made by 'edgetl build').")
-    manifest = read_json(path)
-    if manifest.get("kind") != KIND:
-        raise BundleError(f"{path} is not an edgetl bundle manifest.")
+    try:
+        manifest = read_json(path)
+    except InvalidFileError as exc:
+        raise BundleError(
+            f"{path} is damaged (not valid JSON); copy the bundle again from the build host.", hint=exc.hint
+        ) from exc
+    _check_manifest(manifest, path)
     for name, digest in manifest["files"].items():
         file = _relative(name, folder)
         if not file.is_file():
@@ -59,7 +123,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
                 f"{file} differs from the bundle manifest (sha256): the copy is damaged or was edited; "
                 "copy the bundle again from the build host."
             )
-    return manifest
+    return dict(manifest)
 
 
 def is_bundle(folder: Path) -> bool:
@@ -310,6 +374,11 @@ def verify_bundle(folder: Path, *, write: bool = True) -> dict[str, Any]:
 
 def compile_bundle(folder: Path, *, precisions: list[str] | None = None, verify: bool = True) -> dict[str, Any]:
     """Build the TensorRT engines of a bundle on this device, add the plans to triton/, then verify."""
+    with run_lock(Path(folder), stage="compile"):
+        return _compile_bundle(Path(folder), precisions=precisions, verify=verify)
+
+
+def _compile_bundle(folder: Path, *, precisions: list[str] | None, verify: bool) -> dict[str, Any]:
     from edgetl.files import atomic_path
     from edgetl.targets.base import Artifact
     from edgetl.targets.tensorrt import ENGINE_FILE, TensorRTTarget, build_engine, device_fingerprint, weakly_typed
@@ -318,6 +387,11 @@ def compile_bundle(folder: Path, *, precisions: list[str] | None = None, verify:
     manifest = read_manifest(folder)
     profile = bundle_profile(manifest)
     assert profile.tensorrt is not None
+    unknown = [p for p in precisions or [] if p not in manifest["models"]]
+    if unknown:
+        raise BundleError(
+            f"{folder} has no {', '.join(map(repr, unknown))} model; --precision takes {', '.join(manifest['models'])}."
+        )
     target = TensorRTTarget()
     target.require()
     if not target.is_available():
@@ -326,9 +400,9 @@ def compile_bundle(folder: Path, *, precisions: list[str] | None = None, verify:
     built = {}
     for precision in precisions or list(manifest["models"]):
         model = manifest["models"][precision]
-        source = folder / (model["weakly_typed_onnx"] if weak else model["onnx"])
+        source = _relative(model["weakly_typed_onnx"] if weak else model["onnx"], folder)
         started = time.perf_counter()
-        with atomic_dir(folder / "engines" / precision) as tmp:
+        with atomic_dir(inside(folder, "engines", precision)) as tmp:
             facts = build_engine(
                 source, tmp / ENGINE_FILE, precision=precision, spec=profile.tensorrt,  # type: ignore[arg-type]
                 timing_cache=folder / "engines" / "timing.cache",
@@ -340,7 +414,7 @@ def compile_bundle(folder: Path, *, precisions: list[str] | None = None, verify:
             artifact.preprocess = manifest["preprocess"]
             artifact.source_onnx_sha256 = sha256_file(source)
             artifact.write(tmp)
-        plan = folder / "triton" / model["triton"] / "1" / "model.plan"
+        plan = inside(folder, "triton", model["triton"], "1", "model.plan")
         with atomic_path(plan) as tmp_plan:
             shutil.copyfile(folder / "engines" / precision / ENGINE_FILE, tmp_plan)
         built[precision] = Artifact.read(folder / "engines" / precision).details

@@ -28,13 +28,23 @@ def _say_error(message: str, hint: str | None = None) -> None:
         console.print(Text("hint: ", style="bold") + Text(hint), soft_wrap=True)
 
 
+def _say_warning(message: str) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    Console(stderr=True).print(Text("warning: ", style="bold yellow") + Text(message), soft_wrap=True)
+
+
 class _Commands(TyperGroup):
     """The one place user-facing failures become a message and an exit code (2); bugs keep their traceback."""
 
     def invoke(self, ctx: Any) -> Any:
         import errno
+        import shlex
         import sys
 
+        # The command line after 'edgetl' (global options already consumed), for the Ctrl-C line.
+        argv = [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, TyperException):
@@ -44,10 +54,10 @@ class _Commands(TyperGroup):
             raise typer.Exit(code=2) from exc
         except KeyboardInterrupt:
             command = ctx.invoked_subcommand or "edgetl"
-            again = "run the same command with --resume" if command in _RESUMABLE else "run the same command again"
+            again = [*argv, "--resume"] if command in _RESUMABLE and "--resume" not in argv else argv
             print(
                 f"\ninterrupted: edgetl {command} stopped; finished artifacts are kept and nothing is left "
-                f"half-written. To continue, {again}.",
+                f"half-written. To continue: edgetl {shlex.join(again)}",
                 file=sys.stderr,
             )
             raise typer.Exit(code=130) from None
@@ -83,6 +93,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="Data sets: import, check and split.", no_args_is_help=True)
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show third-party log lines (nncf INFO, torch warnings).")
+    ] = False,
+) -> None:
+    """Fine-tune a compact backbone on inspection images, compile it for edge targets, measure every artifact."""
+    from edgetl.quiet import quiet_third_party
+
+    quiet_third_party(verbose=verbose)
+
+
 app.add_typer(data_app, name="data")
 
 RunArg = Annotated[Path, typer.Argument(help="Run folder (runs/<name>) made by 'edgetl build' or 'edgetl init'.")]
@@ -98,19 +122,29 @@ def _config(config: Path | None, data: Path | None, overrides: dict[str, Any]) -
     if config is None and data is None:
         raise ConfigError("give --data DIR (an ImageFolder or a CSV manifest) or --config FILE.")
     clean = {k: v for k, v in overrides.items() if v is not None}
-    if config is not None:
-        loaded = load_build_config(config)
-        raw = loaded.model_dump(mode="json")
-    else:
-        assert data is not None
-        key = "manifest" if data.suffix.lower() == ".csv" else "root"
-        raw = {"data": {key: str(data.resolve())}}
-    return build_config_from_dict(set_dotted(raw, clean), source=str(config or data))
+    source = {} if data is None else {_data_key(data): str(data.resolve())}
+    if config is None:
+        return build_config_from_dict(set_dotted({"data": source}, clean), source=str(data))
+    raw = load_build_config(config).model_dump(mode="json")
+    if data is not None:
+        given = raw["data"].get("root") or raw["data"].get("manifest")
+        _say_warning(
+            f"--data {data} replaces data.{'root' if raw['data'].get('root') else 'manifest'}: {given} of {config}"
+        )
+        raw["data"].update({"root": None, "manifest": None, **source})
+    return build_config_from_dict(set_dotted(raw, clean), source=str(config))
+
+
+def _data_key(data: Path) -> str:
+    """data.manifest for a .csv file, data.root otherwise (check_dataset says when that is a file, not a folder)."""
+    return "manifest" if data.suffix.lower() == ".csv" else "root"
 
 
 @app.command()
 def build(
-    data: Annotated[Path | None, typer.Option(help="ImageFolder root or CSV manifest.")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="ImageFolder root or CSV manifest (with --config: replaces its data source).")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML build config.")] = None,
     target: TargetOpt = None,
     name: Annotated[str | None, typer.Option(help="Run name: the folder runs/<name>.")] = None,
@@ -191,8 +225,7 @@ def data_check(
     from edgetl.config import ConfigError, DataConfig
     from edgetl.data.check import check_dataset
 
-    key = "manifest" if data.suffix.lower() == ".csv" else "root"
-    raw: dict[str, Any] = {key: data}
+    raw: dict[str, Any] = {_data_key(data): data}
     if min_images_per_class is not None:
         raw["min_images_per_class"] = min_images_per_class
     if min_image_size is not None:
@@ -390,13 +423,26 @@ def compare(
         float | None,
         typer.Option(help="Exit 1 when an artifact's accuracy or balanced accuracy drops by more points."),
     ] = None,
+    different_data: Annotated[
+        bool, typer.Option(help="Compare runs whose data or classes differ (the deltas are then not the model's).")
+    ] = False,
 ) -> None:
     """Print what got faster, slower, better or worse from RUN_A to RUN_B; exit 1 past the limits."""
-    from edgetl.bench.compare import compare_reports, load_report, print_comparison
+    from edgetl.bench.compare import comparability, compare_reports, load_report, print_comparison
+    from edgetl.errors import EdgetlError
 
+    report_a, report_b = load_report(run_a), load_report(run_b)
+    problems = comparability(report_a, report_b)
+    if problems and not different_data:
+        raise EdgetlError(
+            f"{run_a} and {run_b} are not comparable: " + "; ".join(problems),
+            hint="compare runs built on the same data (same split), or pass --different-data to see the deltas anyway",
+        )
+    for problem in problems:
+        _say_warning(f"{problem}; the deltas below are NOT the models' difference alone")
     result = compare_reports(
-        load_report(run_a),
-        load_report(run_b),
+        report_a,
+        report_b,
         max_latency_regression=max_latency_regression,
         max_accuracy_drop=max_accuracy_drop,
     )

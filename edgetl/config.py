@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgetl.errors import EdgetlError
+from edgetl.paths import PlainName
 
 
 class StrictModel(BaseModel):
@@ -280,7 +281,7 @@ class PreprocessConfig(StrictModel):
 class BuildConfig(StrictModel):
     """Everything `edgetl build` needs; written resolved to runs/<name>/config.yaml."""
 
-    name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name (folder under runs_dir).")
+    name: PlainName = Field("default", description="Run name (folder under runs_dir): letters, digits, _ - .")
     runs_dir: Path = Field(Path("runs"), description="Parent folder of run folders.")
     targets: list[str] = Field(default_factory=lambda: ["cpu"], description="Target profiles or aliases.")
     data: DataConfig

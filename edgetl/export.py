@@ -171,6 +171,7 @@ def export_run(
         )
         report = parity_check(model, staged, parity_inputs, atol=atol, names=names)
         report["opset"] = opset
+        report["checkpoint_sha256"] = checkpoint_sha256
         report["dynamic_batch"] = dynamic_batch
         if not report["passed"]:
             write_json_atomic(out_dir / "parity.failed.json", report)

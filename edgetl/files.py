@@ -33,6 +33,43 @@ class DiskFullError(EdgetlError, OSError):
     """The disk (or quota) filled up while writing an artifact; the previous version is kept."""
 
 
+class NotWritableError(EdgetlError, OSError):
+    """A file cannot be written where edgetl must write it (a read-only folder, a file where a folder should be)."""
+
+
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST, errno.ENOTDIR}
+
+
+def _not_writable(target: Path, exc: BaseException) -> NotWritableError | None:
+    """The user-facing error for a write refused by the file system, or None for other failures."""
+    if not isinstance(exc, OSError) or exc.errno not in _NOT_WRITABLE:
+        return None
+    if exc.errno in {errno.EEXIST, errno.ENOTDIR}:
+        blocker = next((p for p in [target.parent, *target.parent.parents] if p.exists() and not p.is_dir()), None)
+        if blocker is None:
+            return None
+        return NotWritableError(
+            f"cannot write {target}: {blocker} is a file, not a folder",
+            hint=f"give a folder path instead, or move {blocker} away",
+        )
+    return NotWritableError(
+        f"cannot write {target}: {exc.strerror or exc} (is {target.parent} read-only?); files written before this one "
+        f"are complete and the previous {target.name} (if any) is unchanged",
+        hint=f"make {target.parent} writable (e.g. chmod u+w), or copy the run to a writable place and run again",
+    )
+
+
+def require_writable(*folders: Path) -> None:
+    """Refuse up front (before minutes of work) when a folder that will be written is read-only."""
+    for folder in folders:
+        existing = next((p for p in [Path(folder), *Path(folder).parents] if p.exists()), None)
+        if existing is not None and not os.access(existing, os.W_OK):
+            raise NotWritableError(
+                f"{existing} is not writable, and edgetl writes its results there",
+                hint=f"make {existing} writable (e.g. chmod u+w), or copy the run to a writable place and run again",
+            )
+
+
 def sha256_file(path: Path) -> str:
     """Return the hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -133,6 +170,9 @@ def atomic_path(target: Path) -> Iterator[Path]:
     except Exception as exc:
         if _is_disk_full(exc) and not isinstance(exc, DiskFullError):
             raise _disk_full(target, exc) from exc
+        refused = None if isinstance(exc, EdgetlError) else _not_writable(target, exc)
+        if refused is not None:
+            raise refused from exc
         raise
     finally:
         if tmp is not None:
@@ -223,6 +263,9 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     except Exception as exc:
         if _is_disk_full(exc) and not isinstance(exc, DiskFullError):
             raise _disk_full(target, exc) from exc
+        refused = None if isinstance(exc, EdgetlError) else _not_writable(target, exc)
+        if refused is not None:
+            raise refused from exc
         raise
     finally:
         if tmp is not None:

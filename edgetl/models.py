@@ -268,10 +268,20 @@ def load_checkpoint(path: Path) -> tuple[Classifier, dict[str, Any]]:
     )
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise InvalidFileError(f"{path} is not an edgetl checkpoint (format {CHECKPOINT_FORMAT} expected).")
-    meta = payload["meta"]
-    model = build_classifier(
-        meta["arch"], len(meta["classes"]), gray=meta["preprocess"]["channels"] == 1, dropout=meta["dropout"]
-    )
-    model.load_state_dict(payload["state_dict"])
+    meta = payload.get("meta")
+    if not isinstance(meta, dict):
+        raise InvalidFileError(f"{path} is an edgetl checkpoint without its meta; train again with 'edgetl train RUN'.")
+    try:
+        model = build_classifier(
+            meta["arch"], len(meta["classes"]), gray=meta["preprocess"]["channels"] == 1, dropout=meta["dropout"]
+        )
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError, ConfigError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InvalidFileError(
+            f"{path} is an edgetl checkpoint whose meta or weights do not fit together ({type(exc).__name__}: "
+            f"{reason}); it is damaged or was edited",
+            hint="train again with 'edgetl train RUN' to rewrite it",
+        ) from exc
     model.eval()
     return model, meta

@@ -18,20 +18,40 @@ class UntrustedFileError(EdgetlError, ValueError):
     """A file that edgetl refuses to load, with the reason and the fix."""
 
 
-def _tensors(graph: Any) -> Iterator[Any]:
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
+def _sparse(sparse: Any) -> Iterator[Any]:
+    yield sparse.values
+    yield sparse.indices
+
+
+def _node_tensors(nodes: Any) -> Iterator[Any]:
+    """Tensors in node attributes (dense and sparse), subgraphs included."""
+    for node in nodes:
         for attr in node.attribute:
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                yield from _sparse(attr.sparse_tensor)
+            for sparse in attr.sparse_tensors:
+                yield from _sparse(sparse)
             if attr.HasField("g"):
-                yield from _tensors(attr.g)
+                yield from _graph_tensors(attr.g)
             for sub in attr.graphs:
-                yield from _tensors(sub)
+                yield from _graph_tensors(sub)
+
+
+def _graph_tensors(graph: Any) -> Iterator[Any]:
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from _sparse(sparse)
+    yield from _node_tensors(graph.node)
+
+
+def _tensors(model: Any) -> Iterator[Any]:
+    """Every tensor a runtime may read: the graph's and those inside the model's local functions."""
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        yield from _node_tensors(function.node)
 
 
 def external_data_files(model_path: Path) -> list[str]:
@@ -46,10 +66,14 @@ def external_data_files(model_path: Path) -> list[str]:
     try:
         proto = onnx.load(str(model_path), load_external_data=False)
     except Exception as exc:
-        raise UntrustedFileError(f"{model_path} is not a readable ONNX file ({exc}); export it again.") from exc
+        raise UntrustedFileError(
+            f"{model_path} is not a readable ONNX file ({exc}); it is damaged or not an ONNX model",
+            hint="write it again: 'edgetl export RUN' for export/model.onnx, 'edgetl compile RUN --target ...' for "
+            "a compiled target",
+        ) from exc
     folder = model_path.resolve().parent
     found: list[str] = []
-    for tensor in _tensors(proto.graph):
+    for tensor in _tensors(proto):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")

@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 
 from edgetl.config import BuildConfig, ConfigError
-from edgetl.data.dataset import Dataset, load_split, prepare_dataset
-from edgetl.errors import MissingInputError
-from edgetl.files import atomic_dir, read_json, sha256_file
-from edgetl.run import RunDir, init_run
+from edgetl.custody import check_artifacts, check_inputs, read_meta, verified_split
+from edgetl.data.dataset import Dataset, prepare_dataset
+from edgetl.errors import EdgetlError, MissingInputError
+from edgetl.files import atomic_dir, read_json, require_writable, sha256_file
+from edgetl.lock import writes_run
+from edgetl.run import RunDir, init_run, write_run_config
 from edgetl.targets.profiles import TargetProfile, resolve_profile
 
 
@@ -23,6 +25,7 @@ def _log(message: str) -> None:
     Console(stderr=True).print(message)
 
 
+@writes_run("data split")
 def stage_data(config: BuildConfig, run: RunDir) -> Dataset:
     """Read, check and split the data into run/data/."""
     return prepare_dataset(
@@ -30,11 +33,12 @@ def stage_data(config: BuildConfig, run: RunDir) -> Dataset:
     )
 
 
+@writes_run("train")
 def stage_train(config: BuildConfig, run: RunDir, *, progress: bool = True, resume: bool = False) -> dict[str, Any]:
     """Fine-tune (with ``resume``: continue from run/train/resume.pt); returns the checkpoint meta."""
     from edgetl.train import train_model
 
-    result = train_model(config, load_split(run.data), run.train, progress=progress, resume=resume)
+    result = train_model(config, verified_split(run, "train"), run.train, progress=progress, resume=resume)
     return result.meta
 
 
@@ -57,6 +61,7 @@ def _split_inputs(
     return x, y, [s.path.name for s in samples]
 
 
+@writes_run("export")
 def stage_export(config: BuildConfig, run: RunDir) -> dict[str, Any]:
     """Export the checkpoint to run/export/model.onnx with a parity report."""
     from edgetl.export import export_run
@@ -66,7 +71,7 @@ def stage_export(config: BuildConfig, run: RunDir) -> dict[str, Any]:
     checkpoint = run.train / "model.pt"
     model, meta = load_checkpoint(checkpoint)
     spec = PreprocessSpec.model_validate(meta["preprocess"])
-    inputs, _, names = _split_inputs(load_split(run.data), spec, "val", config.export.parity_images)
+    inputs, _, names = _split_inputs(verified_split(run, "export"), spec, "val", config.export.parity_images)
     return export_run(
         model,
         meta,
@@ -81,15 +86,16 @@ def stage_export(config: BuildConfig, run: RunDir) -> dict[str, Any]:
     )
 
 
+@writes_run("calibrate")
 def stage_calibrate(config: BuildConfig, run: RunDir) -> Any:
     """Write the calibration set into run/calibration/."""
     from edgetl.calibration import build_calibration
     from edgetl.preprocess import PreprocessSpec
 
-    meta = read_json(run.train / "meta.json")
+    meta = read_meta(run)
     spec = PreprocessSpec.model_validate(meta["preprocess"])
     c = config.calibration
-    return build_calibration(load_split(run.data), spec, run.calibration, samples=c.samples, seed=c.seed)
+    return build_calibration(verified_split(run, "calibrate"), spec, run.calibration, samples=c.samples, seed=c.seed)
 
 
 def with_calibration_overrides(profile: TargetProfile, config: BuildConfig) -> TargetProfile:
@@ -102,6 +108,7 @@ def with_calibration_overrides(profile: TargetProfile, config: BuildConfig) -> T
     return profile.model_copy(update={"quantization": profile.quantization.model_copy(update=update)})
 
 
+@writes_run("compile")
 def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> list[Any]:
     """Compile every precision of a profile into run/targets/<profile>/<precision>/ (atomically)."""
     from edgetl.calibration import load_calibration
@@ -113,7 +120,8 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
     onnx_path = run.export / "model.onnx"
     if not onnx_path.is_file():
         raise MissingInputError(f"{onnx_path} is missing; run 'edgetl export {run.root}' first.")
-    meta = read_json(run.train / "meta.json")
+    check_inputs(run, "compile")
+    meta = read_meta(run)
     calib = load_calibration(run.calibration) if "int8" in profile.precisions else None
     profile = with_calibration_overrides(profile, config)
     artifacts = []
@@ -153,6 +161,7 @@ def threshold_source(run: RunDir, dataset: Dataset) -> tuple[np.ndarray, np.ndar
     return logits, labels, f"out-of-fold predictions of the cross-validated recipe ({len(labels)} train+val images)"
 
 
+@writes_run("bench")
 def stage_bench(
     config: BuildConfig, run: RunDir, profiles: list[TargetProfile], *, timings: dict[str, float] | None = None
 ) -> dict[str, Any]:
@@ -166,6 +175,7 @@ def stage_bench(
     started = time.perf_counter()
     from edgetl.bench.accuracy import agreement, disagreeing_images, good_class_index
     from edgetl.bench.harness import accuracy_section, measure_artifacts, reference_logits, write_threshold
+    from edgetl.bench.merge import merge_rows, previous_report
     from edgetl.preprocess import PreprocessSpec
     from edgetl.report import write_report
     from edgetl.targets import Artifact, get_target
@@ -173,9 +183,9 @@ def stage_bench(
 
     settings = config.bench
     threads = settings.threads or os.cpu_count() or 1
-    meta = read_json(run.train / "meta.json")
+    meta = read_meta(run)
     spec = PreprocessSpec.model_validate(meta["preprocess"])
-    dataset = load_split(run.data)
+    dataset = verified_split(run, "bench")
     inputs, labels = {}, {}
     for split in ("val", "test"):
         inputs[split], labels[split], _ = _split_inputs(dataset, spec, split)
@@ -207,6 +217,8 @@ def stage_bench(
             _log(f"bench {profile.name}: {profile.backend} cannot run here; {where}.")
     folders = [(p, precision, run.target(p.name, precision)) for p in measurable for precision in p.precisions]
     artifacts = [Artifact.read(folder) for _, _, folder in folders]
+    check_artifacts(run, artifacts)
+    require_writable(run.root, *(folder for _, _, folder in folders))
     measured = measure_artifacts(
         [folder for _, _, folder in folders],
         inputs,
@@ -217,10 +229,11 @@ def stage_bench(
         log=_log,
     )
     results: list[dict[str, Any]] = []
+    side_files = []  # written after the report, so a failed write never loses the measurements
     for (profile, precision, folder), artifact, (speed, logits) in zip(folders, artifacts, measured, strict=True):
         section = section_of(logits)
         if section["threshold"] is not None and good is not None:
-            write_threshold(folder, section["threshold"], classes=classes, good_index=good)
+            side_files.append((folder, section["threshold"]))
         agree = agreement(logits["test"], reference["test"])
         results.append(
             {
@@ -277,14 +290,21 @@ def stage_bench(
     bundles = bundle_summaries(run)
     if bundles:
         report["bundles"] = bundles
-    if timings is None and (run.root / "report.json").is_file():
-        timings = read_json(run.root / "report.json").get("timings_s")
+    previous = previous_report(run.root)
+    report["artifacts"], kept = merge_rows(previous, report, benched=[p.name for p in profiles])
+    if kept:
+        _log(f"report.json keeps the earlier rows of {', '.join(kept)} (not benched now)")
+    if timings is None and previous is not None:
+        timings = previous.get("timings_s")
     if timings is not None:
         report["timings_s"] = dict(timings, bench=round(time.perf_counter() - started, 1))
     write_report(run.root, report)
+    for folder, threshold in side_files:
+        write_threshold(folder, threshold, classes=classes, good_index=good)
     return read_json(run.root / "report.json")
 
 
+@writes_run("bundle")
 def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> dict[str, Any]:
     """Write run/bundle/<profile>/ from the prepared TensorRT inputs; check them on this CPU first.
 
@@ -303,9 +323,9 @@ def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> di
             f"profile {profile.name} asks for batches up to {profile.tensorrt.max_batch}; "
             "set export.dynamic_batch: true."
         )
-    meta = read_json(run.train / "meta.json")
+    meta = read_meta(run)
     spec = PreprocessSpec.model_validate(meta["preprocess"])
-    dataset = load_split(run.data)
+    dataset = verified_split(run, "bundle")
     models: dict[str, Path] = {}
     details: dict[str, dict[str, Any]] = {}
     for wanted in profile.precisions:
@@ -362,7 +382,7 @@ def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> di
     checkpoint = run.train / "model.pt"
     int8_details = details.get("int8", {})
     return write_bundle(
-        run.root / "bundle" / profile.name,
+        run.bundle(profile.name),
         profile=profile,
         classes=list(meta["classes"]),
         spec=spec,
@@ -411,6 +431,7 @@ def _bundle_thresholds(
     }
 
 
+@writes_run("build")
 def build(config: BuildConfig, *, force: bool = False, progress: bool = True, resume: bool = False) -> dict[str, Any]:
     """Run every stage for every target; returns the report (also in runs/<name>/report.json).
 
@@ -420,7 +441,7 @@ def build(config: BuildConfig, *, force: bool = False, progress: bool = True, re
     from edgetl.report import print_report
 
     profiles = [resolve_profile(name) for name in config.targets]
-    run = init_run(config, force=force or resume)
+    run = init_run(config, force=force or resume, write_config=False)
     timings: dict[str, float] = {}
 
     def timed(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -432,6 +453,7 @@ def build(config: BuildConfig, *, force: bool = False, progress: bool = True, re
         return out
 
     dataset = timed("data", stage_data, config, run)
+    write_run_config(run, config)  # only now: a --force whose data check fails leaves the run's record as it was
     for warning in dataset.warnings:
         _log(f"[yellow]warning:[/yellow] {warning}")
     timed("train", stage_train, config, run, progress=progress, resume=resume)
@@ -452,10 +474,16 @@ def build(config: BuildConfig, *, force: bool = False, progress: bool = True, re
 
 
 def bundle_summaries(run: RunDir) -> dict[str, Any]:
-    """The host checks of every bundle in run/bundle/, for the report."""
+    """The host checks of every bundle in run/bundle/, for the report (a damaged bundle is left out, with a note)."""
+    from edgetl.bundle import read_manifest
+
     summaries = {}
     for path in sorted((run.root / "bundle").glob("*/manifest.json")):
-        m = read_json(path)
+        try:
+            m = read_manifest(path.parent)
+        except EdgetlError as exc:
+            _log(f"[yellow]warning:[/yellow] bundle {path.parent} left out of the report: {exc}")
+            continue
         summaries[path.parent.name] = {
             "path": str(path.parent),
             "tensorrt": m["profile"]["tensorrt"],

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import Field
 
 from edgetl.config import StrictModel
@@ -36,6 +36,13 @@ GRAY_MEAN = (round(sum(IMAGENET_MEAN) / 3, 4),)
 GRAY_STD = (round(sum(IMAGENET_STD) / 3, 4),)
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I"}
+
+# The one list of image files edgetl reads, for an ImageFolder and a manifest alike. The decoder only opens these
+# formats (a JPEG with extra pictures, MPO, opens as JPEG), whatever a file's name says, so no other Pillow
+# plugin (EPS through Ghostscript, ...) ever reads a data file. Animated GIF/WebP: the first frame.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+FORMATS_READ = "PNG, JPEG, BMP, TIFF, WebP and GIF"
 
 
 class ImageDecodeError(EdgetlError, ValueError):
@@ -112,7 +119,7 @@ def decode_image(path: Path) -> Image.Image:
         ImageDecodeError: the file is missing, truncated, not an image, or of an unsupported kind.
     """
     try:
-        with Image.open(path) as opened:
+        with Image.open(path, formats=IMAGE_FORMATS) as opened:
             _refuse_bomb(opened)
             oriented = ImageOps.exif_transpose(opened)
             oriented.load()
@@ -123,6 +130,8 @@ def decode_image(path: Path) -> Image.Image:
         raise ImageDecodeError(f"decompression bomb refused ({exc}); downscale or crop the image") from exc
     except FileNotFoundError as exc:
         raise ImageDecodeError("file not found") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(f"cannot decode: {exc}; edgetl reads {FORMATS_READ} files, convert it") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"cannot decode: {exc}") from exc
 

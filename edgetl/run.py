@@ -7,6 +7,8 @@ from pathlib import Path
 
 from edgetl.config import BuildConfig, ConfigError, dump_config, load_build_config
 from edgetl.files import remove_stale_temps, write_text_atomic
+from edgetl.lock import writes_run
+from edgetl.paths import check_name, inside
 from edgetl.targets.profiles import resolve_profile
 
 
@@ -18,30 +20,42 @@ class RunDir:
 
     @property
     def config(self) -> Path:
-        return self.root / "config.yaml"
+        return inside(self.root, "config.yaml")
 
     @property
     def data(self) -> Path:
-        return self.root / "data"
+        return inside(self.root, "data")
 
     @property
     def train(self) -> Path:
-        return self.root / "train"
+        return inside(self.root, "train")
 
     @property
     def export(self) -> Path:
-        return self.root / "export"
+        return inside(self.root, "export")
 
     @property
     def calibration(self) -> Path:
-        return self.root / "calibration"
+        return inside(self.root, "calibration")
 
     def target(self, profile: str, precision: str) -> Path:
-        return self.root / "targets" / profile / precision
+        """targets/<profile>/<precision>/, both names checked (a profile named '../x' is refused)."""
+        return inside(
+            self.root, "targets", check_name(profile, what="profile name"), check_name(precision, what="precision")
+        )
+
+    def bundle(self, profile: str) -> Path:
+        """bundle/<profile>/."""
+        return inside(self.root, "bundle", check_name(profile, what="profile name"))
 
 
-def init_run(config: BuildConfig, *, force: bool = False) -> RunDir:
-    """Create the run folder and write the resolved config."""
+@writes_run("init")
+def init_run(config: BuildConfig, *, force: bool = False, write_config: bool = True) -> RunDir:
+    """Create the run folder and write the resolved config.
+
+    ``write_config=False`` leaves config.yaml to :func:`write_run_config`, once the first stage has passed
+    (``edgetl build --force`` keeps the run's record until the new data check succeeds).
+    """
     run = RunDir(config.run_dir)
     if run.config.exists() and not force:
         raise ConfigError(
@@ -51,8 +65,14 @@ def init_run(config: BuildConfig, *, force: bool = False) -> RunDir:
         resolve_profile(name)
     run.root.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(run.root)
-    write_text_atomic(run.config, dump_config(config))
+    if write_config:
+        write_run_config(run, config)
     return run
+
+
+def write_run_config(run: RunDir, config: BuildConfig) -> None:
+    """Write (or replace) the run's config.yaml."""
+    write_text_atomic(run.config, dump_config(config))
 
 
 def open_run(run_dir: Path) -> tuple[RunDir, BuildConfig]:

@@ -21,7 +21,7 @@ from torch import nn
 
 from edgetl.config import BuildConfig, ConfigError, TrainConfig
 from edgetl.data.dataset import Dataset, Sample
-from edgetl.files import atomic_path, read_json, sha256_bytes, write_json_atomic, write_text_atomic
+from edgetl.files import atomic_path, read_json, sha256_bytes, sha256_file, write_json_atomic, write_text_atomic
 from edgetl.fit import InputCache, fit
 from edgetl.models import ARCHS, Classifier, build_classifier, load_plain, resolve_weights, save_checkpoint
 from edgetl.preprocess import PreprocessSpec, decode_image, resized_uint8
@@ -419,6 +419,7 @@ def train_model(
     # Timings stay out of the checkpoint, so the same seed and data give a byte-identical model.pt.
     save_checkpoint(out_dir / "model.pt", model, meta)
     meta["timings"] = {k: round(v, 1) for k, v in timings.items()}
+    meta["checkpoint_sha256"] = sha256_file(out_dir / "model.pt")  # checked by later stages (edgetl/custody.py)
     write_json_atomic(out_dir / "meta.json", meta)
     _write_history(out_dir, history)
     resume_path.unlink(missing_ok=True)

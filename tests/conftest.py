@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hostile import run_copy  # noqa: F401  (the hardening tests' private copy of the tiny run)
 from PIL import Image
 
 from edgetl.config import BuildConfig, build_config_from_dict

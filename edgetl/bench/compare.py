@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from edgetl.config import ConfigError
+from edgetl.errors import InvalidFileError
 from edgetl.files import read_json
 
 # Latency changes smaller than this (percent) are printed as unchanged: run-to-run noise on a busy host.
@@ -27,8 +30,37 @@ class Comparison:
         return not self.failures
 
 
+class _Latency(BaseModel):
+    p50: float = Field(gt=0)
+
+
+class _Metrics(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    accuracy: float
+    balanced_accuracy: float
+    binary: dict[str, Any] | None = None
+
+
+class _Row(BaseModel):
+    """The fields of one artifact row that compare reads."""
+
+    model_config = ConfigDict(extra="allow")
+
+    target: str
+    precision: str
+    latency_ms: _Latency
+    metrics: _Metrics
+
+
+class _Report(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    artifacts: list[_Row]
+
+
 def load_report(path: Path) -> dict[str, Any]:
-    """A report from a run folder (its report.json) or a report.json path."""
+    """A report from a run folder (its report.json) or a report.json path, with the fields compare reads checked."""
     path = Path(path)
     file = path / "report.json" if path.is_dir() else path
     if not file.is_file():
@@ -36,6 +68,14 @@ def load_report(path: Path) -> dict[str, Any]:
     report = read_json(file)
     if not isinstance(report, dict) or "artifacts" not in report:
         raise ConfigError(f"{file} is not an edgetl report (no 'artifacts'); pass a run folder or its report.json.")
+    try:
+        _Report.model_validate(report)
+    except ValidationError as exc:
+        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise InvalidFileError(
+            f"{file} is not a complete edgetl report ({fields})",
+            hint="measure the run again with 'edgetl bench RUN' to rewrite it",
+        ) from exc
     return report
 
 
@@ -47,6 +87,23 @@ def _inside_intervals(old: dict[str, Any], new: dict[str, Any]) -> bool:
     if not a or not b:
         return False
     return all(overlaps(a[k], old[k], b[k], new[k]) for k in ("accuracy", "balanced_accuracy"))
+
+
+def comparability(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Why two reports' deltas would not mean what they say: other classes, or other data (dataset hash)."""
+    problems = []
+    classes_a = a.get("model", {}).get("classes") if isinstance(a.get("model"), dict) else None
+    classes_b = b.get("model", {}).get("classes") if isinstance(b.get("model"), dict) else None
+    if classes_a != classes_b:
+        problems.append(f"the classes differ ({classes_a} vs {classes_b})")
+    hash_a = a.get("dataset", {}).get("hash") if isinstance(a.get("dataset"), dict) else None
+    hash_b = b.get("dataset", {}).get("hash") if isinstance(b.get("dataset"), dict) else None
+    if hash_a != hash_b:
+        problems.append(
+            f"the data differ (dataset hash {str(hash_a)[:12]} vs {str(hash_b)[:12]}): other images or another "
+            "split, so accuracy deltas mix the model's change with the data's"
+        )
+    return problems
 
 
 def _key(a: dict[str, Any]) -> str:

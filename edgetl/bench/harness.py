@@ -17,9 +17,11 @@ import numpy as np
 
 from edgetl.config import BenchConfig
 from edgetl.errors import EdgetlError
-from edgetl.files import atomic_path, read_json, sha256_file, write_json_atomic
+from edgetl.files import atomic_path, is_inside, read_json, sha256_file, write_json_atomic
 
 THRESHOLD_FILE = "threshold.json"
+# A worker that meets a user-facing failure writes its message here instead of a traceback.
+ERROR_FILE = "error.json"
 # End-to-end timing cycles through this many test images (decoded from disk on every call).
 E2E_FILES = 64
 
@@ -59,21 +61,50 @@ def reference_logits(
     return out
 
 
+def worker_command(request_file: Path, *, untrusted: Path) -> list[str]:
+    """The command line of one bench worker: ``python -I`` with an explicit ``sys.path``.
+
+    ``-I`` keeps the working folder, PYTHONPATH and user site out of ``sys.path``; the parent's own import
+    path is handed over instead (edgetl's package folder first), less every entry that is relative or lies inside
+    ``untrusted`` (the run folder), so nothing in a run folder can change which code runs.
+    """
+    import edgetl
+
+    package_parent = str(Path(edgetl.__file__).resolve().parent.parent)
+    entries = [package_parent]
+    for entry in sys.path:
+        if entry and Path(entry).is_absolute() and not is_inside(Path(entry), untrusted) and entry not in entries:
+            entries.append(entry)
+    code = (
+        "import sys; sys.path[:0] = __import__('json').loads(sys.argv[1]); "
+        "from edgetl.bench.worker import main; sys.exit(main(sys.argv[2:]))"
+    )
+    return [sys.executable, "-I", "-c", code, json.dumps(entries), str(request_file)]
+
+
 def run_worker(request: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """Measure one artifact in a fresh Python process (``edgetl.bench.worker``) and return its result."""
+    """Measure one artifact in a fresh, isolated Python process (``edgetl.bench.worker``); return its result.
+
+    ``workdir`` is the run folder: it is only read as data. The worker runs in its own scratch folder
+    (``request['out']``), never with the run folder as working directory or on its import path.
+    """
     out = Path(request["out"])
     out.mkdir(parents=True, exist_ok=True)
     request_file = out / "request.json"
     # Scratch space of this process, removed afterwards: no atomic write or fsync needed.
     request_file.write_text(json.dumps(request), encoding="utf-8")
     proc = subprocess.run(
-        [sys.executable, "-m", "edgetl.bench.worker", str(request_file)],
+        worker_command(request_file, untrusted=Path(workdir)),
         capture_output=True,
         text=True,
         check=False,
-        cwd=workdir,
+        cwd=out,
         env=os.environ.copy(),
     )
+    error_file = out / ERROR_FILE
+    if error_file.is_file():
+        error = json.loads(error_file.read_text(encoding="utf-8"))
+        raise BenchError(f"measuring {request['artifact']} failed: {error['message']}", hint=error.get("hint"))
     if proc.returncode != 0 or not (out / "result.json").is_file():
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise BenchError(

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from edgetl.config import StrictModel
+from edgetl.errors import EdgetlError, InvalidFileError
 
 
 class WorkerRequest(StrictModel):
@@ -87,7 +88,18 @@ def measure(request: WorkerRequest) -> dict[str, Any]:
     rss_before = _status_mb("VmRSS") or _peak_rss_mb()
     startup_peak = _peak_rss_mb()
     reset = _reset_peak()
-    runner, cold = cold_start(lambda: target.load(artifact, threads=request.threads), first)
+    try:
+        runner, cold = cold_start(lambda: target.load(artifact, threads=request.threads), first)
+    except EdgetlError:
+        raise
+    except Exception as exc:
+        # The files matched artifact.json, so the record itself was rewritten or the backend cannot read them.
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise InvalidFileError(
+            f"{artifact.model_path} cannot be loaded by {artifact.backend} ({type(exc).__name__}: {reason}); "
+            "it is damaged or was not written by this edgetl",
+            hint=f"compile it again with 'edgetl compile RUN --target {artifact.profile}'",
+        ) from exc
     with runner:
         latency = measure_latency(
             runner.infer,
@@ -136,7 +148,7 @@ def measure(request: WorkerRequest) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Read the request file, measure, write ``out/result.json``."""
+    """Read the request file, measure, write ``out/result.json`` (or ``out/error.json`` for a user's failure)."""
     from edgetl.files import read_json, write_json_atomic
 
     args = sys.argv[1:] if argv is None else argv
@@ -144,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m edgetl.bench.worker REQUEST.json", file=sys.stderr)
         return 2
     request = WorkerRequest.model_validate(read_json(Path(args[0])))
-    write_json_atomic(request.out / "result.json", measure(request))
+    try:
+        result = measure(request)
+    except EdgetlError as exc:
+        write_json_atomic(request.out / "error.json", {"message": str(exc), "hint": exc.hint})
+        return 2
+    write_json_atomic(request.out / "result.json", result)
     return 0
 
 

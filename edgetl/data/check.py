@@ -1,10 +1,13 @@
 """Check a data set before anything trains on it: every file decoded, every problem listed with path and reason.
 
 ``edgetl data check DIR`` and ``edgetl build`` run the same :func:`check_dataset`. Source files are only read.
-Errors (the run stops): unreadable, truncated, empty or non-image files; unsupported modes; decompression bombs;
+Errors (the run stops): unreadable, truncated, empty or non-image files; files of a type edgetl does not read
+(``IMAGE_EXTENSIONS``, the same list for an ImageFolder and a manifest); unsupported modes; decompression bombs;
 images below ``data.min_image_size``; empty class folders; classes below ``data.min_images_per_class``; a single
-class; files outside the data root (``..`` in a manifest, symlinks); identical files that could land in different
-splits. Warnings: near-identical images (perceptual hash), identical files within one given split.
+class; class names that cannot be folder names; symbolic links leading out of an ImageFolder (a manifest may name
+any file, relative or absolute); identical files that could land in different splits. Warnings: near-identical
+images (perceptual hash), identical files within one given split, image files of other formats in an ImageFolder
+(not read).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from PIL import Image
 from edgetl.config import DataConfig
 from edgetl.data.dataset import DataError, Sample, list_image_folder, read_manifest
 from edgetl.files import is_inside, sha256_bytes, write_json_atomic, write_text_atomic
-from edgetl.preprocess import ImageDecodeError, decode_image
+from edgetl.paths import class_name_problem
+from edgetl.preprocess import FORMATS_READ, IMAGE_EXTENSIONS, ImageDecodeError, decode_image
 
 HASH_SIDE = 16  # dHash of 16 x 16 brightness gradients: 256 bits
 REPORT_JSON = "check.json"
@@ -168,22 +172,58 @@ def is_gray(image: Image.Image) -> bool:
 def _list_samples(config: DataConfig, findings: list[Finding]) -> tuple[Path, Path, list[Sample]]:
     if config.manifest is not None:
         source = Path(config.manifest)
-        return source, source.parent, read_manifest(source)
+        if source.is_dir():
+            raise DataError(
+                f"{source} is a folder, not a CSV manifest; give it as an ImageFolder root (data.root, or --data "
+                "without .csv) or point to the manifest file inside it."
+            )
+        samples = read_manifest(source)
+        for s in samples:
+            if s.path.suffix.lower() not in IMAGE_EXTENSIONS:
+                findings.append(Finding(str(s.path), "error", _unsupported(s.path)))
+        return source, source.parent, samples
     assert config.root is not None
     source = Path(config.root)
+    if source.exists() and not source.is_dir():
+        raise DataError(
+            f"{source} is a file, not a folder: give an ImageFolder root (a folder with one subfolder of images per "
+            "class) or a CSV manifest whose name ends in .csv."
+        )
     samples, empty = list_image_folder(source)
     for folder in empty:
         findings.append(Finding(str(folder), "error", "class folder has no images; add images or remove the folder"))
+    findings.extend(_skipped_images(source))
     return source, source, samples
+
+
+def _unsupported(path: Path) -> str:
+    return f"{path.suffix or 'no extension'}: not an image type edgetl reads ({FORMATS_READ}); convert the file"
+
+
+def _skipped_images(root: Path) -> list[Finding]:
+    """Warnings for image files of other formats in class folders: an ImageFolder lists only the formats read."""
+    Image.init()
+    other = set(Image.registered_extensions()) - IMAGE_EXTENSIONS
+    return [
+        Finding(str(p), "warning", f"not read: {_unsupported(p)}")
+        for class_dir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        for p in sorted(class_dir.rglob("*"))
+        if p.suffix.lower() in other and p.is_file()
+    ]
 
 
 def check_dataset(config: DataConfig, *, threads: int = 4) -> CheckReport:
     """Read and check the data set described by ``config`` (nothing is modified)."""
     findings: list[Finding] = []
     source, root, samples = _list_samples(config, findings)
+    refused = {f.path for f in findings if f.severity == "error"}
     inside = []
     for s in samples:
-        if is_inside(s.path, root):
+        if str(s.path) in refused:
+            continue
+        # A manifest names each file explicitly (relative to it or absolute): those are the user's choice. Only a
+        # symbolic link inside an ImageFolder may not lead out of it.
+        if config.manifest is not None or is_inside(s.path, root):
             inside.append(s)
             continue
         how = "a symbolic link" if s.path.is_symlink() else "its path"
@@ -226,6 +266,17 @@ def check_dataset(config: DataConfig, *, threads: int = 4) -> CheckReport:
 def _check_classes(report: CheckReport, config: DataConfig) -> None:
     counts = Counter(s.label for s in report.samples)
     folder_of = {s.label: str(s.path.parent) for s in report.samples} if config.root is not None else {}
+    for label in sorted(counts):
+        problem = class_name_problem(label)
+        if problem is not None:
+            report.findings.append(
+                Finding(
+                    folder_of.get(label, str(report.source)),
+                    "error",
+                    f"class name {label!r} cannot be used: {problem}; class names become folder names and "
+                    "label-file lines, rename the class",
+                )
+            )
     for label, count in sorted(counts.items()):
         if count < config.min_images_per_class:
             report.findings.append(

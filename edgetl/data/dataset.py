@@ -14,11 +14,11 @@ import numpy as np
 from edgetl.config import DataConfig
 from edgetl.errors import EdgetlError
 from edgetl.files import sha256_bytes, write_json_atomic, write_text_atomic
+from edgetl.preprocess import IMAGE_EXTENSIONS  # one list for ImageFolders and manifests
 
 if TYPE_CHECKING:
     from edgetl.data.grouping import GroupingResult
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 SPLITS = ("train", "val", "test")
 
 

@@ -76,6 +76,15 @@ class Artifact(StrictModel):
             ) from exc
         artifact.folder = Path(folder)
         if verify:
+            recompile = "recompile with 'edgetl compile RUN --target " + artifact.profile + "'"
+            if artifact.model_file not in artifact.files:
+                raise IntegrityError(
+                    f"{path} does not list the sha256 of its model file {artifact.model_file!r} "
+                    f"(files: {sorted(artifact.files) or 'none'}), so the model cannot be verified; {recompile}."
+                )
+            for name in [artifact.model_file, *artifact.files]:
+                if Path(name).name != name or name in {".", ".."}:
+                    raise IntegrityError(f"{path} names {name!r}, which is not a file of {folder}; {recompile}.")
             for name, digest in artifact.files.items():
                 file = Path(folder) / name
                 if not file.is_file() or sha256_file(file) != digest:

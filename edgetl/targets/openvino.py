@@ -65,6 +65,10 @@ class OpenVinoTarget(Target):
                 raise MissingInputError("INT8 needs a calibration set; run 'edgetl calibrate' first.")
             import nncf
 
+            from edgetl.quiet import after_nncf_import
+
+            after_nncf_import()
+
             preset = {
                 "performance": nncf.QuantizationPreset.PERFORMANCE,
                 "mixed": nncf.QuantizationPreset.MIXED,

@@ -10,6 +10,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from edgetl.config import ConfigError, StrictModel
+from edgetl.paths import PlainName
 
 Precision = Literal["fp32", "fp16", "int8"]
 
@@ -71,7 +72,7 @@ class TensorRTSpec(StrictModel):
 class TargetProfile(StrictModel):
     """A deployment target: backend, device and what it accepts."""
 
-    name: str = Field(description="Profile name, the file name without .yaml.")
+    name: PlainName = Field(description="Profile name, the file name without .yaml; the folder targets/<name>/.")
     description: str = Field("", description="One line for humans.")
     backend: Literal["onnxruntime", "openvino", "tensorrt"]
     aliases: list[str] = Field(default_factory=list, description="Other names accepted by --target.")
@@ -96,18 +97,43 @@ def profile_dirs() -> list[Path]:
     return [p for p in (here / "_profiles", here.parent / "targets") if p.is_dir()]
 
 
+def _fields(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'top level'}: {e['msg']}" for e in exc.errors()[:5])
+
+
+def load_profile(path: Path) -> TargetProfile:
+    """Read one profile YAML (its name defaults to the file name without .yaml).
+
+    Raises:
+        ConfigError: the file is unreadable, not YAML, not a mapping, or not a valid profile; the message names it.
+    """
+    fix = "fix it, or pick a built-in profile ('edgetl targets' lists them)"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"target profile {path} cannot be read ({exc}); {fix}.") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"target profile {path} is not valid YAML ({exc}); {fix}.") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"target profile {path} must hold a mapping (backend:, precisions:, ...), not a {type(raw).__name__}; "
+            f"{fix}."
+        )
+    try:
+        return TargetProfile.model_validate({"name": path.stem, **raw})
+    except ValidationError as exc:
+        raise ConfigError(f"target profile {path} is invalid ({_fields(exc)}); {fix}.") from exc
+
+
 @cache
 def _all_profiles() -> dict[str, TargetProfile]:
     profiles: dict[str, TargetProfile] = {}
     for folder in profile_dirs():
         for path in sorted(folder.glob("*.yaml")):
-            if path.stem in profiles:
-                continue
-            try:
-                raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-                profiles[path.stem] = TargetProfile.model_validate({"name": path.stem, **raw})
-            except (yaml.YAMLError, ValidationError) as exc:
-                raise ConfigError(f"target profile {path} is invalid: {exc}") from exc
+            if path.stem not in profiles:
+                profiles[path.stem] = load_profile(path)
     return profiles
 
 
@@ -119,12 +145,10 @@ def available_profiles() -> dict[str, TargetProfile]:
 def resolve_profile(name: str) -> TargetProfile:
     """Find a profile by name or alias, or by a path to a YAML file."""
     path = Path(name)
-    if path.suffix in {".yaml", ".yml"} and path.is_file():
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        try:
-            return TargetProfile.model_validate({"name": path.stem, **raw})
-        except ValidationError as exc:
-            raise ConfigError(f"target profile {path} is invalid: {exc}") from exc
+    if path.suffix in {".yaml", ".yml"}:
+        if path.is_file():
+            return load_profile(path)
+        raise ConfigError(f"target profile {path} does not exist (or is not a file); give the path of a profile YAML.")
     profiles = _all_profiles()
     if name in profiles:
         return profiles[name]
