@@ -17,7 +17,7 @@ Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
 
 def embedder_from_model(model: object, spec: PreprocessSpec, *, batch: int = 32) -> Embedder:
     """A function mapping uint8 (H, W, C) images of ``spec``'s side to L2-normalised pooled features."""
-    from edgetl.train import prefix_runner
+    from edgetl.prefix import prefix_runner
 
     blocks = model.blocks  # type: ignore[attr-defined]
     run = prefix_runner(model, len(blocks), spec, "onnxruntime")  # type: ignore[arg-type]

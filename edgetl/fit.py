@@ -370,14 +370,9 @@ class InputCache:
         """uint8 (N, H, W, C) images as deployed (decoded and resized by the spec)."""
         key = (size, resize)
         if key not in self._pixels:
-            from concurrent.futures import ThreadPoolExecutor
+            from edgetl.prefix import load_uint8
 
-            from edgetl.preprocess import decode_image, resized_uint8
-
-            spec = self.spec(size, resize)
-            with ThreadPoolExecutor(max_workers=self.threads) as pool:
-                arrays = list(pool.map(lambda s: resized_uint8(decode_image(s.path), spec), self.samples))
-            self._pixels[key] = np.stack(arrays)
+            self._pixels[key] = load_uint8(self.samples, self.spec(size, resize), threads=self.threads)
         return self._pixels[key]
 
     def has(self, size: int, resize: str, strength: float) -> bool:
@@ -405,7 +400,7 @@ class InputCache:
         return self._views[key]
 
     def _build(self, size: int, resize: str, strength: float, start: int) -> Views:
-        from edgetl.train import prefix_runner
+        from edgetl.prefix import prefix_runner
 
         t0 = time.perf_counter()
         spec = self.spec(size, resize)

@@ -1,4 +1,4 @@
-"""Fine-tuning: linear / partial / full strategies, a cached frozen prefix, early stopping on val."""
+"""Fine-tuning: the recipe (searched or given), its final fit on the train split, the checkpoint and its meta."""
 
 from __future__ import annotations
 
@@ -7,24 +7,21 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from edgetl.config import BuildConfig, ConfigError, TrainConfig
 from edgetl.data.dataset import Dataset, Sample
 from edgetl.files import atomic_path, read_json, sha256_bytes, sha256_file, write_json_atomic, write_text_atomic
 from edgetl.fit import InputCache, fit
 from edgetl.models import ARCHS, Classifier, build_classifier, load_plain, resolve_weights, save_checkpoint
-from edgetl.preprocess import PreprocessSpec, decode_image, resized_uint8
+from edgetl.preprocess import PreprocessSpec
 from edgetl.search import Recipe, run_search, search_space
 from edgetl.versions import host_info, library_versions
 
@@ -45,13 +42,6 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
-def load_uint8(samples: list[Sample], spec: PreprocessSpec, *, threads: int = 4) -> np.ndarray:
-    """Decode and resize images: uint8 (N, H, W, C), the exact deploy-time pixels before normalisation."""
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        arrays = list(pool.map(lambda s: resized_uint8(decode_image(s.path), spec), samples))
-    return np.stack(arrays)
-
-
 def resolve_strategy(config: TrainConfig, arch: str) -> tuple[str, int]:
     """(strategy, index of the first trained block) of a given strategy; len(blocks) means the head only.
 
@@ -67,19 +57,6 @@ def resolve_strategy(config: TrainConfig, arch: str) -> tuple[str, int]:
     return strategy, max(0, num_blocks - min(trainable, num_blocks))
 
 
-class _Prefix(nn.Module):
-    """blocks[:start] (+ pooling when every block is frozen), the part computed once per view."""
-
-    def __init__(self, model: Classifier, start: int) -> None:
-        super().__init__()
-        self.blocks = model.blocks[:start]
-        self.pool = start == len(model.blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(x)
-        return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1) if self.pool else x
-
-
 def resolve_device(requested: str) -> torch.device:
     """The torch device for ``train.device`` (auto, cpu or cuda).
 
@@ -92,59 +69,6 @@ def resolve_device(requested: str) -> torch.device:
             "or auto, or install a CUDA build of torch on a machine with an NVIDIA driver."
         )
     return torch.device("cuda" if requested != "cpu" and torch.cuda.is_available() else "cpu")
-
-
-def prefix_runner(
-    model: Classifier,
-    start: int,
-    spec: PreprocessSpec,
-    backend: str,
-    *,
-    int8_calibration: np.ndarray | None = None,
-    device: torch.device | None = None,
-) -> Callable[[np.ndarray], np.ndarray]:
-    """A function computing the frozen prefix on normalised NCHW batches with the chosen runtime.
-
-    With ``int8_calibration`` (normalised NCHW images) the prefix is first quantized to INT8 QDQ
-    (onnxruntime only), as the deployed INT8 model computes it. ``device`` is where the torch backend runs.
-    """
-    prefix = _Prefix(model, start).eval()
-    if backend == "torch":
-        target = device or torch.device("cpu")
-        prefix = prefix.to(target)
-
-        def run_torch(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return prefix(torch.from_numpy(x).to(target)).cpu().numpy()
-
-        return run_torch
-    if next(prefix.parameters()).is_cuda:
-        prefix = copy.deepcopy(prefix).cpu()  # the runtimes export from a CPU copy
-    from edgetl.export import export_module
-
-    example = torch.zeros(1, spec.channels, spec.input_size, spec.input_size)
-    # Both runtimes read the whole model when the session is made, so the file can go right after.
-    with tempfile.TemporaryDirectory(prefix="edgetl-prefix-") as folder:
-        onnx_path = Path(folder) / "prefix.onnx"
-        export_module(prefix, example, onnx_path, opset=17, dynamic_batch=True, output_name="features")
-        if backend == "openvino":
-            import openvino as ov
-
-            compiled = ov.Core().compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-            return lambda x: np.asarray(compiled(x)[0])
-        import onnxruntime as ort
-
-        if int8_calibration is not None:
-            from edgetl.calibration import CalibrationSet
-            from edgetl.targets.onnxruntime import quantize_qdq
-
-            quantized = Path(folder) / "prefix-int8.onnx"
-            quantize_qdq(onnx_path, quantized, CalibrationSet(int8_calibration, {}), reduce_range=True)
-            onnx_path = quantized
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    return lambda x: np.asarray(session.run(None, {"input": x})[0])
 
 
 def training_fingerprint(config: BuildConfig, dataset: Dataset) -> str:

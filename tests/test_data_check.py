@@ -209,7 +209,7 @@ def test_non_ascii_file_and_class_names_work(tmp_path: Path):
 
 
 def test_exif_orientation_one_policy_for_training_and_deploy(tmp_path: Path):
-    from edgetl.train import load_uint8
+    from edgetl.prefix import load_uint8
 
     array = np.zeros((40, 20), np.uint8)
     array[:10, :] = 255  # bright band on top of a portrait image

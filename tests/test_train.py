@@ -5,8 +5,8 @@ import torch
 from edgetl.augment import augment_batch
 from edgetl.config import AugmentConfig
 from edgetl.models import build_classifier
+from edgetl.prefix import prefix_runner
 from edgetl.preprocess import PreprocessSpec
-from edgetl.train import prefix_runner
 
 
 @pytest.mark.parametrize("start", [5, 19])
