@@ -109,7 +109,9 @@ def data_lines(report: dict[str, Any]) -> list[str]:
         how = {"automatic": "automatic links"}.get(groups.get("source", "automatic"), groups.get("source"))
         auto = f"{groups.get('auto_linked_images', 0)} images grouped automatically"
         if emb.get("used"):
-            auto += f" (same-part threshold {emb.get('same_part_threshold')} on pretrained features)"
+            auto += f" (pretrained-feature pairs past the re-exposure margin {emb.get('reexposed_margin')})"
+        elif emb.get("reason"):
+            auto += f"; features: {emb['reason']}"
         lines.append(
             f"groups: {groups.get('groups')} in all from the {how}; {auto}; largest {groups.get('largest_group')}"
         )

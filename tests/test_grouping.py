@@ -145,5 +145,6 @@ def test_union_rules_cap_conflicts_and_strength_order():
 def test_mutual_neighbours_are_mutual():
     features = np.array([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0], [0.1, 0.99], [0.7, 0.7]], dtype=np.float32)
     features /= np.linalg.norm(features, axis=1, keepdims=True)
-    pairs = {(i, j) for i, j, _ in mutual_neighbours(features, k=1)}
-    assert pairs == {(0, 1), (2, 3)}
+    found, floor = mutual_neighbours(features, k=1, background=2)
+    assert {(i, j) for i, j, _ in found} == {(0, 1), (2, 3)}
+    assert floor[0] == pytest.approx(features[0] @ features[4])  # image 0's second neighbour is image 4

@@ -282,14 +282,14 @@ def _group(samples: list[Sample], root: Path, report: object, config: DataConfig
             [dhashes[str(samples[i].path)] for i in known], max_bits=config.near_duplicate_bits
         )
         hash_pairs += [(known[a], known[b], bits) for a, b, bits in pairs]
+    # Small sets keep enough groups to split: an automatic group holds at most 1/12 of the images.
+    cap = min(config.max_group_size, max(2, len(samples) // 12))
     if config.grouping == "auto":
         usable = [i for i, s in enumerate(samples) if s.sha256]
         found_pairs, facts["embedding"] = embedding_links(
-            [samples[i] for i in usable], neighbours=config.group_neighbours, seed=config.seed
+            [samples[i] for i in usable], neighbours=config.group_neighbours, background=cap + 1, seed=config.seed
         )
         embedding_pairs = [(usable[a], usable[b], sim) for a, b, sim in found_pairs]
-    # Small sets keep enough groups to split: an automatic group holds at most 1/12 of the images.
-    cap = min(config.max_group_size, max(2, len(samples) // 12))
     result = group_samples(
         samples, named=named, hash_pairs=hash_pairs, embedding_pairs=embedding_pairs, max_group_size=cap
     )

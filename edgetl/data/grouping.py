@@ -8,9 +8,12 @@ Sources, strongest first:
 3. automatic links between the remaining images (``data.grouping: auto``):
    - near-identical pixels: perceptual hashes at most ``data.near_duplicate_bits`` apart;
    - the same part under another exposure or gain, which a pixel hash misses: mutual nearest neighbours in the
-     pooled, L2-normalised features of the pretrained MobileNetV2, kept only when the pair is at least as similar
-     as the data set's own images are to re-exposed copies of themselves (a threshold measured on this data, not
-     a fixed cosine).
+     pooled, L2-normalised features of the pretrained MobileNetV2, kept only when the pair stands out from both
+     images' background (their similarity to a stranger: the neighbour just past the largest group) by at least
+     the margin by which re-exposed copies of this data set's own images stand out from theirs (its lower
+     quartile). The margin is measured on the data, not a fixed cosine; where re-exposed copies hardly stand out
+     (they close less than a quarter of the gap between a stranger and the image itself: every image looks alike
+     to the network), the features cannot tell parts apart and add no link.
 
 Automatic links join groups in order of strength and never grow a group past ``data.max_group_size``; they may
 attach an image to a named group but never merge two named groups (that pair is counted as a conflict instead).
@@ -31,6 +34,8 @@ from edgetl.data.dataset import DataError, Sample
 _VARIANTS = ((0.5, 1.0), (2.0, 1.0), (1.0, 0.55), (1.0, 1.5), (0.75, 1.3), (1.4, 0.7), (1.6, 1.4), (0.6, 0.6))
 _CALIBRATION_IMAGES = 96
 _EMBED_SIDE = 160
+# Re-exposed copies must close at least this share of the stranger-to-self gap for feature links to count.
+_MIN_STAND_OUT = 0.25
 
 
 @dataclass
@@ -109,37 +114,41 @@ def pattern_groups(samples: Sequence[Sample], root: Path, pattern: str) -> list[
     return names
 
 
-def mutual_neighbours(features: np.ndarray, *, k: int, block: int = 1024) -> list[tuple[int, int, float]]:
-    """Pairs (i, j, cosine) with i < j where each is among the other's ``k`` nearest neighbours."""
+def mutual_neighbours(
+    features: np.ndarray, *, k: int, background: int | None = None, block: int = 1024
+) -> tuple[list[tuple[int, int, float]], np.ndarray]:
+    """Pairs (i, j, cosine), i < j, where each is among the other's ``k`` nearest neighbours, and every image's
+    similarity to its ``background``-th nearest neighbour (default ``k``)."""
     n = len(features)
     if n < 2:
-        return []
+        return [], np.zeros(n, dtype=np.float32)
     k = min(k, n - 1)
+    far = min(max(background or k, k), n - 1)
     top = np.zeros((n, k), dtype=np.int64)
     sims = np.zeros((n, k), dtype=np.float32)
+    floor = np.zeros(n, dtype=np.float32)
     for start in range(0, n, block):
         s = features[start : start + block] @ features.T
         rows = np.arange(s.shape[0])
         s[rows, start + rows] = -np.inf
-        idx = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        order = np.argsort(-s, axis=1)[:, :far]
+        idx = order[:, :k]
         top[start : start + block] = idx
         sims[start : start + block] = np.take_along_axis(s, idx, axis=1)
+        floor[start : start + block] = np.take_along_axis(s, order[:, far - 1 : far], axis=1)[:, 0]
     neighbours = [set(row.tolist()) for row in top]
     pairs = []
     for i in range(n):
         for j, sim in zip(top[i].tolist(), sims[i].tolist(), strict=True):
             if i < j and i in neighbours[j]:
                 pairs.append((i, j, float(sim)))
-    return pairs
+    return pairs, floor
 
 
-def same_part_threshold(
-    embed: Callable[[list[np.ndarray]], np.ndarray], images: list[np.ndarray], *, quantile: float = 0.05
-) -> float:
-    """Cosine similarity that re-exposed copies of this data set's images reach (a low quantile of them).
+def reexposed_similarity(embed: Callable[[list[np.ndarray]], np.ndarray], images: list[np.ndarray]) -> np.ndarray:
+    """Cosine similarity of each image to gamma and gain variants of itself (``_VARIANTS``): (images, variants).
 
-    ``images`` are uint8 (H, W) grey pixels; each gets gamma and gain variants (``_VARIANTS``), and the similarity
-    of every variant to its original is measured with ``embed``.
+    ``images`` are uint8 pixels; the variants are what another exposure of the same part could look like.
     """
     originals, variants = [], []
     for image in images:
@@ -149,8 +158,7 @@ def same_part_threshold(
             variants.append(np.clip(255.0 * gain * x**gamma, 0, 255).round().astype(np.uint8))
     base = embed(originals)
     shifted = embed(variants).reshape(len(images), len(_VARIANTS), -1)
-    cos = np.einsum("nd,nvd->nv", base, shifted)
-    return float(np.quantile(cos, quantile))
+    return np.asarray(np.einsum("nd,nvd->nv", base, shifted))
 
 
 def group_samples(
@@ -223,11 +231,13 @@ def _thumbnails(samples: Sequence[Sample], side: int, threads: int) -> list[np.n
 
 
 def embedding_links(
-    samples: Sequence[Sample], *, neighbours: int, threads: int = 4, seed: int = 0
+    samples: Sequence[Sample], *, neighbours: int, background: int, threads: int = 4, seed: int = 0
 ) -> tuple[list[tuple[int, int, float]], dict[str, object]]:
-    """Mutual-nearest-neighbour pairs at least as similar as re-exposed copies of one image, and the facts.
+    """Mutual nearest neighbours that stand out from their background as much as re-exposed copies do.
 
-    Returns no pairs (and says why) when torchvision's MobileNetV2 weights are not on this machine.
+    ``background`` is the rank of the neighbour taken as a stranger (the largest group size plus one). Returns no
+    pairs, and says why, when torchvision's MobileNetV2 weights are not here or the embedding cannot tell this
+    data set's parts apart.
     """
     from edgetl.features import imagenet_embedder
 
@@ -236,17 +246,33 @@ def embedding_links(
         return [], {"used": False, "reason": "MobileNetV2 ImageNet weights not found; grouped by pixel hash only"}
     thumbs = _thumbnails(samples, _EMBED_SIDE, threads)
     features = embed(thumbs)
+    candidates, floor = mutual_neighbours(features, k=neighbours, background=background)
     rng = np.random.default_rng(seed)
-    pick = rng.choice(len(thumbs), size=min(_CALIBRATION_IMAGES, len(thumbs)), replace=False)
-    threshold = same_part_threshold(embed, [thumbs[i] for i in sorted(pick.tolist())])
-    candidates = mutual_neighbours(features, k=neighbours)
-    pairs = [p for p in candidates if p[2] >= threshold]
-    return pairs, {
-        "used": True,
+    pick = np.sort(rng.choice(len(thumbs), size=min(_CALIBRATION_IMAGES, len(thumbs)), replace=False))
+    copies = reexposed_similarity(embed, [thumbs[i] for i in pick.tolist()]) - floor[pick][:, None]
+    # How far a re-exposed copy stands out from a stranger, as a share of the gap between a stranger and the image
+    # itself: near 0 when every image looks alike to the network (the features cannot tell parts apart).
+    stand_out = float(np.median(copies) / max(float(np.median(1.0 - floor[pick])), 1e-6))
+    margin = float(np.quantile(copies, 0.25))
+    facts: dict[str, object] = {
         "model": "mobilenet_v2 ImageNet, pooled features, L2-normalised",
         "input_side": _EMBED_SIDE,
         "neighbours": neighbours,
-        "same_part_threshold": round(threshold, 4),
+        "background_rank": background,
+        "reexposed_margin": round(margin, 4),
+        "reexposed_stand_out": round(stand_out, 3),
         "mutual_pairs": len(candidates),
-        "pairs_above_threshold": len(pairs),
     }
+    if stand_out < _MIN_STAND_OUT or margin <= 0:
+        facts.update(
+            used=False,
+            pairs_linked=0,
+            reason=f"re-exposed copies of these images are hardly closer to them than strangers are (they close "
+            f"{100 * stand_out:.0f} % of the gap, {100 * _MIN_STAND_OUT:.0f} % needed), so pretrained features "
+            "cannot tell parts apart here; grouped by pixel hash only (give a group column or data.group_pattern "
+            "if several images show one part)",
+        )
+        return [], facts
+    pairs = [(i, j, s) for i, j, s in candidates if s - max(floor[i], floor[j]) >= margin]
+    facts.update(used=True, pairs_linked=len(pairs))
+    return pairs, facts
