@@ -193,9 +193,9 @@ class Bundle:
             return OnnxRuntimeRunner(path, threads=threads, optimization="none" if precision == "int8" else "all")
         if not self.has_engine(precision):
             raise BundleError(
-                f"{self.folder} has no {precision} TensorRT engine built on this device yet.",
-                hint=f"run 'edgetl compile {self.folder}' here first, or use device 'cpu' to run the ONNX model "
-                "in ONNX Runtime.",
+                f"{self.folder} has no {precision} TensorRT engine built on this device yet; build the engines "
+                f"here first with 'edgetl compile {self.folder}'.",
+                hint="or use device 'cpu' (--device cpu) to run the bundle's ONNX model in ONNX Runtime.",
             )
         return self._engine_runner(precision)
 
