@@ -51,6 +51,12 @@ class _Commands(TyperGroup):
                 file=sys.stderr,
             )
             raise typer.Exit(code=130) from None
+        except BrokenPipeError:
+            # The reader of our output went away (`edgetl predict ... | head`): stop quietly, as Unix tools do.
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(code=1) from None
         except OSError as exc:
             # Writes outside edgetl's atomic helpers (temporary folders of a backend) can fill a disk too.
             if exc.errno not in {errno.ENOSPC, errno.EDQUOT}:
@@ -402,6 +408,9 @@ def predict(
     ] = None,
     workers: Annotated[int, typer.Option(help="Threads decoding the next images while one is inferred.")] = 2,
     settle: Annotated[float, typer.Option(help="--watch: seconds a file's size must stay unchanged.")] = 0.5,
+    retry_for: Annotated[
+        float, typer.Option(help="--watch: seconds an image that fails to decode is retried before its error row.")
+    ] = 10.0,
     count: Annotated[int | None, typer.Option(help="--watch: stop after this many new images.")] = None,
     idle_exit: Annotated[
         float | None, typer.Option(help="--watch: stop after this many seconds without a new image.")
@@ -415,7 +424,7 @@ def predict(
 
     watching = None
     if watch is not None:
-        watching = WatchSettings(watch, settle=settle, count=count, idle_exit=idle_exit)
+        watching = WatchSettings(watch, settle=settle, retry_for=retry_for, count=count, idle_exit=idle_exit)
     result = run_predict(
         bundle,
         paths or [],

@@ -130,7 +130,7 @@ def test_threshold_override_and_batch_sizes(tiny_run):
     paths = [s.path for s in samples]
     with load(_bundle(tiny_run), threshold=0.0) as model:
         assert {p.verdict for p in model.predict(paths)} == {"reject"}
-        assert {p.verdict for p in model.predict(paths, threshold=1.0 + 1e-9)} == {"ok"}
+        assert {p.verdict for p in model.predict(paths, threshold=1.0)} == {"ok"}
         assert model.threshold == 0.0
         with pytest.raises(InputMismatchError, match="batch_size 4"):
             model.predict(paths, batch_size=4)  # the tiny run exports a static batch-1 model

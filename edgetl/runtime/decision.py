@@ -67,7 +67,7 @@ def reject_rule(
     if good not in classes:
         raise ThresholdError(f"the good class {good!r} is not one of the bundle's classes {classes}.")
     if override is not None:
-        if not 0.0 <= override <= 1.0 + 1e-9:
+        if not 0.0 <= override <= 1.0:
             raise ThresholdError(f"threshold {override} is not a defect score between 0 and 1.")
         return RejectRule(good, classes.index(good), float(override), "given")
     threshold = None if entry is None else entry.get("threshold")

@@ -46,6 +46,7 @@ class PredictRun:
     threshold: float | None
     good_class: str | None
     summary: Summary
+    watched: bool = False
     interrupted: bool = False
 
 
@@ -74,14 +75,14 @@ def _line(prediction: Prediction) -> str:
     return f"{prediction.source}  {prediction.label}  score {score}  {verdict}  {prediction.ms:.1f} ms"
 
 
-def _watched(model: LineModel, settings: WatchSettings, *, threshold: float | None, log: Any) -> Iterator[Prediction]:
+def _watched(model: LineModel, settings: WatchSettings, *, log: Any) -> Iterator[Prediction]:
     from edgetl.runtime.watch import FolderWatch
 
     watch = FolderWatch(settings.folder, settle=settings.settle, poll=settings.poll, retry_for=settings.retry_for)
     log(f"watching {settings.folder} for new images (Ctrl-C to stop)")
     handled = 0
     for path in watch.files(idle_exit=settings.idle_exit):
-        prediction = model.predict(path, threshold=threshold)[0]
+        prediction = model.predict(path)[0]
         if prediction.error is not None and watch.retry_later(path):
             continue  # most likely still being written: try again once it settles anew
         watch.done(path)
@@ -140,7 +141,7 @@ def run_predict(
                     sink.write(prediction)
             if watch is not None:
                 try:
-                    for prediction in _watched(model, watch, threshold=None, log=console.print):
+                    for prediction in _watched(model, watch, log=console.print):
                         summary.add(prediction)
                         sink.write(prediction)
                         if out is not None:
@@ -158,6 +159,7 @@ def run_predict(
         threshold=model.threshold,
         good_class=None if model.rule is None else model.rule.good_class,
         summary=summary,
+        watched=watch is not None,
         interrupted=interrupted,
     )
 
@@ -183,7 +185,8 @@ def print_summary(result: PredictRun) -> None:
 
     console = Console(stderr=True)
     s = result.summary.as_dict()
-    table = Table(title=f"edgetl predict: {result.bundle} ({result.precision}, {result.runtime})")
+    console.print(f"[bold]summary[/bold]: {result.bundle}, {result.precision} on {result.runtime}")
+    table = Table()
     table.add_column("")
     table.add_column("images", justify="right")
     for name, count in sorted(s["per_class"].items()):
@@ -196,5 +199,5 @@ def print_summary(result: PredictRun) -> None:
     if result.threshold is not None:
         console.print(f"reject rule: 1 - P({result.good_class}) >= {result.threshold:.6g}")
     if s["mean_ms"] is not None:
-        rate = f", {s['images_per_s']:.1f} images/s" if s["images_per_s"] else ""
+        rate = f", {s['images_per_s']:.1f} images/s" if s["images_per_s"] and not result.watched else ""
         console.print(f"mean {s['mean_ms']:.2f} ms per image (decode + preprocess + infer){rate}")
