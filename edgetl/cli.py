@@ -402,11 +402,16 @@ def predict(
     fail_on_reject: Annotated[
         bool, typer.Option(help="Exit 1 when a part is rejected or an image cannot be read.")
     ] = False,
-    threads: Annotated[int | None, typer.Option(help="Backend CPU threads (default: every core).")] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="Backend threads per inference (default: 1 per worker for files, every core for --watch)."),
+    ] = None,
     device: Annotated[
         str | None, typer.Option(help="OpenVINO device (CPU, GPU, ...); 'cpu' runs a TensorRT bundle's ONNX.")
     ] = None,
-    workers: Annotated[int, typer.Option(help="Threads decoding the next images while one is inferred.")] = 2,
+    workers: Annotated[
+        int | None, typer.Option(help="Images decoded and inferred at once (default: the CPU count, at most 8).")
+    ] = None,
     settle: Annotated[float, typer.Option(help="--watch: seconds a file's size must stay unchanged.")] = 0.5,
     retry_for: Annotated[
         float, typer.Option(help="--watch: seconds an image that fails to decode is retried before its error row.")

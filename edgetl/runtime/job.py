@@ -7,6 +7,7 @@ the summary go to standard error, so ``edgetl predict BUNDLE images/ > results.c
 from __future__ import annotations
 
 import csv
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -102,20 +103,27 @@ def run_predict(
     watch: WatchSettings | None = None,
     threads: int | None = None,
     device: str | None = None,
-    workers: int = 2,
+    workers: int | None = None,
     progress: bool = True,
 ) -> PredictRun:
     """Predict every image of ``paths`` (files, folders, lists), then those that arrive in ``watch.folder``.
 
     The bundle is verified before anything loads. An unreadable image is a row with its error. Ctrl-C ends a
     watch cleanly (the summary covers what was done); elsewhere it stops the run as usual.
+
+    ``threads`` None: files are predicted by ``workers`` (default: the CPU count, at most 8) single-threaded
+    inference streams, the highest throughput; a watched folder, one part at a time, by every core, the lowest
+    latency.
     """
     from rich.console import Console
 
     if not paths and watch is None:
         raise PredictError("give images, folders or lists of images to predict, or --watch DIR.")
+    files = list(expand_sources(paths))
+    workers = workers or min(8, os.cpu_count() or 2)
     console = Console(stderr=True)
-    model = load(bundle, precision=precision, threads=threads, device=device, threshold=threshold)
+    options: dict[str, Any] = {"precision": precision, "device": device, "threshold": threshold}
+    model = load(bundle, threads=threads or (1 if files else None), **options)
     console.print(
         f"[bold]{bundle}[/bold] {model.precision} on {model.runtime}"
         + (
@@ -132,7 +140,6 @@ def run_predict(
     started = time.perf_counter()
     try:
         with model:
-            files = list(expand_sources(paths))
             if files:
                 for prediction in _with_progress(
                     model.predict_iter(files, workers=workers), len(files), console, show=progress and out is not None
@@ -140,8 +147,9 @@ def run_predict(
                     summary.add(prediction)
                     sink.write(prediction)
             if watch is not None:
+                watcher = model if threads or not files else load(bundle, threads=None, **options)
                 try:
-                    for prediction in _watched(model, watch, log=console.print):
+                    for prediction in _watched(watcher, watch, log=console.print):
                         summary.add(prediction)
                         sink.write(prediction)
                         if out is not None:
@@ -149,6 +157,9 @@ def run_predict(
                 except KeyboardInterrupt:
                     interrupted = True
                     console.print("watch stopped")
+                finally:
+                    if watcher is not model:
+                        watcher.close()
     finally:
         sink.close()
         summary.seconds = time.perf_counter() - started

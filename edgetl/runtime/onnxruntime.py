@@ -18,6 +18,7 @@ class OnnxRuntimeRunner(Runner):
     """An InferenceSession on the CPU execution provider."""
 
     runtime = "onnxruntime-cpu"
+    concurrent = True  # InferenceSession.run is thread-safe
 
     def __init__(self, path: Path, *, threads: int | None, optimization: Literal["all", "none"] = "all") -> None:
         """``optimization`` "none" runs the graph node by node: the exact arithmetic its Q/DQ nodes describe."""

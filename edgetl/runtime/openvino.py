@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ class OpenVinoRunner(Runner):
     """An IR (model.xml + model.bin) or ONNX file compiled for one OpenVINO device."""
 
     runtime = "openvino"
+    concurrent = True  # one infer request per calling thread
 
     def __init__(self, xml: Path, device: str, *, threads: int | None) -> None:
         if not has_package("openvino"):
@@ -40,10 +42,15 @@ class OpenVinoRunner(Runner):
         except RuntimeError as exc:
             raise InvalidFileError(f"OpenVINO cannot compile {xml} for {device}: {exc}") from exc
         self.request = self.compiled.create_infer_request()
+        self._local = threading.local()
+        self._local.request = self.request
         shape = self.compiled.input(0).get_partial_shape()
         self.input_shape = tuple(d.get_length() if d.is_static else None for d in shape)
         self.runtime = f"openvino-{device}"
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        self.request.infer({0: batch})
-        return np.array(self.request.get_output_tensor(0).data)
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        request.infer({0: batch})
+        return np.array(request.get_output_tensor(0).data)

@@ -44,6 +44,7 @@ class Runner(abc.ABC):
     """
 
     runtime: str = "runner"  # what results and messages call it: onnxruntime-cpu, openvino-CPU, tensorrt
+    concurrent: bool = False  # True: infer may be called from several threads at once
     input_dtype: np.dtype = np.dtype(np.float32)
     input_shape: tuple[int | None, ...] = ()
 
