@@ -80,6 +80,17 @@ def test_predict_gives_the_bench_verdicts(tiny_run, profile: str, precision: str
     assert float(rejected[defect].mean()) == binary["defect_recall"]
     assert float(rejected[~defect].mean()) == binary["false_reject"]
     assert all(p.score == pytest.approx(1 - p.probabilities["good"]) for p in predictions)
+    # Image by image: the bench's arithmetic on the bench's inputs (its worker's runner, its reject rule).
+    from edgetl.bench.accuracy import defect_scores
+    from edgetl.data.inputs import split_inputs
+    from edgetl.targets import Artifact, get_target
+
+    artifact = Artifact.read(tiny_run[1].target(profile, precision))
+    x, _, _ = split_inputs(load_split(tiny_run[1].data), model.spec, "test")
+    with get_target(artifact.backend).load(artifact, threads=2) as runner:
+        logits = np.concatenate([runner.infer(x[i : i + 1]) for i in range(len(x))])
+    bench_verdicts = np.where(defect_scores(logits, 1) >= entry["threshold"]["threshold"], "reject", "ok")
+    assert [p.verdict for p in predictions] == bench_verdicts.tolist()
 
 
 def test_paths_pil_images_and_arrays_agree(tiny_run, tmp_path: Path):
@@ -190,8 +201,8 @@ class RunnerConformance:
 
     def test_parity_inputs_give_the_reference_logits(self, bundle: Bundle):
         parity = bundle.manifest["parity"]
-        inputs = np.load(bundle.folder / parity["inputs"])
-        reference = np.load(bundle.folder / parity["references"][self.precision])
+        inputs = np.load(bundle.folder / parity["inputs"], allow_pickle=False)
+        reference = np.load(bundle.folder / parity["references"][self.precision], allow_pickle=False)
         with bundle.runner(self.precision, device=self.device) as runner:
             logits = np.concatenate([runner.infer(inputs[i : i + 1]) for i in range(len(inputs))])
         assert logits.dtype == np.float32 and logits.shape == reference.shape

@@ -102,7 +102,8 @@ def figure_lines(card: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {precision} | {_rate(metrics.get('accuracy'))}{_interval(metrics, 'accuracy')} "
             f"| {_rate(metrics.get('balanced_accuracy'))}{_interval(metrics, 'balanced_accuracy')} "
-            f"| {_rate(binary.get('defect_recall'))} | {_rate(binary.get('false_reject'))} "
+            f"| {_rate(binary.get('defect_recall'))}{_interval(binary, 'defect_recall')} "
+            f"| {_rate(binary.get('false_reject'))}{_interval(binary, 'false_reject')} "
             f"| {'-' if tuned is None else f'{tuned:.6g}'} |"
         )
     return lines

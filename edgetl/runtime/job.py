@@ -6,9 +6,7 @@ the summary go to standard error, so ``edgetl predict BUNDLE images/ > results.c
 
 from __future__ import annotations
 
-import csv
 import os
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,7 +15,7 @@ from typing import Any
 
 from edgetl.errors import EdgetlError
 from edgetl.runtime.model import LineModel, Prediction, load
-from edgetl.runtime.results import BASE_COLUMNS, ResultWriter, Summary, _csv_value
+from edgetl.runtime.results import ResultWriter, Summary
 from edgetl.runtime.sources import expand_sources
 
 
@@ -51,29 +49,16 @@ class PredictRun:
     interrupted: bool = False
 
 
-class _StdoutRows:
-    """Rows as CSV on standard output (no --out)."""
-
-    def __init__(self, classes: list[str]) -> None:
-        self.columns = BASE_COLUMNS + [f"p_{name}" for name in classes]
-        self._csv = csv.DictWriter(sys.stdout, fieldnames=self.columns)
-        self._csv.writeheader()
-
-    def write(self, prediction: Prediction) -> None:
-        row = prediction.row()
-        self._csv.writerow({key: _csv_value(row.get(key)) for key in self.columns})
-        sys.stdout.flush()
-
-    def close(self) -> None:
-        sys.stdout.flush()
-
-
 def _line(prediction: Prediction) -> str:
+    """One console line (rich markup; the file name and error are escaped)."""
+    from rich.markup import escape
+
+    source = escape(prediction.source)
     if prediction.error is not None:
-        return f"{prediction.source}  [red]error[/red]: {prediction.error}"
+        return f"{source}  [red]error[/red]: {escape(prediction.error)}"
     verdict = {"reject": "[bold red]reject[/bold red]", "ok": "[green]ok[/green]"}.get(str(prediction.verdict), "-")
     score = "-" if prediction.score is None else f"{prediction.score:.4f}"
-    return f"{prediction.source}  {prediction.label}  score {score}  {verdict}  {prediction.ms:.1f} ms"
+    return f"{source}  {escape(str(prediction.label))}  score {score}  {verdict}  {prediction.ms:.1f} ms"
 
 
 def _watched(model: LineModel, settings: WatchSettings, *, log: Any) -> Iterator[Prediction]:
@@ -116,6 +101,7 @@ def run_predict(
     latency.
     """
     from rich.console import Console
+    from rich.markup import escape
 
     if not paths and watch is None:
         raise PredictError("give images, folders or lists of images to predict, or --watch DIR.")
@@ -125,7 +111,7 @@ def run_predict(
     options: dict[str, Any] = {"precision": precision, "device": device, "threshold": threshold}
     model = load(bundle, threads=threads or (1 if files else None), **options)
     console.print(
-        f"[bold]{bundle}[/bold] {model.precision} on {model.runtime}"
+        f"[bold]{escape(str(bundle))}[/bold] {model.precision} on {model.runtime}"
         + (
             f", reject when 1 - P({model.rule.good_class}) >= {model.threshold:.6g}"
             if model.rule and model.threshold is not None
@@ -133,9 +119,7 @@ def run_predict(
         )
     )
     summary = Summary()
-    sink: ResultWriter | _StdoutRows = (
-        ResultWriter(out, model.classes) if out is not None else _StdoutRows(model.classes)
-    )
+    sink = ResultWriter(out, model.classes)
     interrupted = False
     started = time.perf_counter()
     try:
@@ -192,11 +176,12 @@ def _with_progress(predictions: Iterator[Prediction], total: int, console: Any, 
 def print_summary(result: PredictRun) -> None:
     """Counts per class and verdict, errors and timing, on standard error."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(stderr=True)
     s = result.summary.as_dict()
-    console.print(f"[bold]summary[/bold]: {result.bundle}, {result.precision} on {result.runtime}")
+    console.print(f"[bold]summary[/bold]: {escape(str(result.bundle))}, {result.precision} on {result.runtime}")
     table = Table()
     table.add_column("")
     table.add_column("images", justify="right")

@@ -39,9 +39,10 @@ ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 
 @dataclass
 class Prediction:
-    """The model's answer for one image."""
+    """The model's answer for one image. ``source`` is the file path, or ``<image N>`` for an image given in memory
+    (N: its position); ``score`` the defect score 1 - P(good); ``ms`` decode + preprocess + infer."""
 
-    source: str = field(metadata={"doc": "The file path, or '<image N>' for an image given in memory."})
+    source: str
     label: str | None = None
     index: int | None = None
     probabilities: dict[str, float] = field(default_factory=dict)

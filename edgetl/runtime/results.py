@@ -6,11 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 from edgetl.errors import EdgetlError
 from edgetl.runtime.model import Prediction
@@ -22,7 +23,8 @@ class ResultsError(EdgetlError, ValueError):
     """An output file edgetl cannot write."""
 
 
-def _csv_value(value: Any) -> Any:
+def csv_value(value: Any) -> Any:
+    """A CSV cell: empty for None, six decimals for floats."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -31,34 +33,41 @@ def _csv_value(value: Any) -> Any:
 
 
 class ResultWriter:
-    """Append predictions to ``path`` (.csv or .jsonl), one row each, flushed as it goes."""
+    """Predictions to ``path`` (.csv or .jsonl), or to standard output as CSV (``path`` None), one row each, flushed
+    as it goes."""
 
-    def __init__(self, path: Path, classes: list[str]) -> None:
-        suffix = path.suffix.lower()
-        if suffix not in (".csv", ".jsonl"):
-            raise ResultsError(f"--out {path}: write results to a .csv or a .jsonl file.")
+    def __init__(self, path: Path | None, classes: list[str]) -> None:
         self.path = path
-        self.kind = suffix
         self.columns = BASE_COLUMNS + [f"p_{name}" for name in classes]
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle: IO[str] = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise ResultsError(f"cannot write {path}: {exc.strerror or exc}.") from exc
-        self._csv = csv.DictWriter(self._handle, fieldnames=self.columns) if suffix == ".csv" else None
+        if path is None:
+            self.kind, self._handle, self._owned = ".csv", sys.stdout, False
+        else:
+            self.kind = path.suffix.lower()
+            if self.kind not in (".csv", ".jsonl"):
+                raise ResultsError(f"--out {path}: write results to a .csv or a .jsonl file.")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._handle = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in close()
+            except OSError as exc:
+                raise ResultsError(f"cannot write {path}: {exc.strerror or exc}.") from exc
+            self._owned = True
+        self._csv = csv.DictWriter(self._handle, fieldnames=self.columns) if self.kind == ".csv" else None
         if self._csv is not None:
             self._csv.writeheader()
 
     def write(self, prediction: Prediction) -> None:
         row = prediction.row()
         if self._csv is not None:
-            self._csv.writerow({key: _csv_value(row.get(key)) for key in self.columns})
+            self._csv.writerow({key: csv_value(row.get(key)) for key in self.columns})
         else:
             self._handle.write(json.dumps(row) + "\n")
         self._handle.flush()
 
     def close(self) -> None:
-        self._handle.close()
+        if self._owned:
+            self._handle.close()
+        else:
+            self._handle.flush()
 
     def __enter__(self) -> ResultWriter:
         return self
