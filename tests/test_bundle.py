@@ -249,7 +249,11 @@ def test_verify_runs_every_cpu_bundle_through_the_runtime(tiny_run, tmp_path: Pa
     runtime = "openvino-CPU" if profile == "intel-cpu" else "onnxruntime-cpu"
     assert f"int8 on {runtime}" in result.output and "parity pack passed" in result.output
     assert (copy / "verify.json").is_file()
-    verify_bundle(copy)  # verify.json is a device output: the bundle still verifies with it
+    timed = bench_bundle(copy, warmup=1, iterations=3)["results"]
+    assert {r["runtime"] for r in timed} == {runtime} and all(r["latency_ms"]["p50"] > 0 for r in timed)
+    verify_bundle(copy)  # verify.json and bench.json are device outputs: the bundle still verifies with them
+    nothing = CliRunner().invoke(app, ["compile", str(copy)])
+    assert nothing.exit_code == 2 and "nothing to compile" in nothing.output
 
 
 def test_verify_refuses_a_file_the_manifest_does_not_list(tiny_run, tmp_path: Path):

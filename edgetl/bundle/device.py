@@ -32,7 +32,7 @@ def compile_bundle(folder: Path, *, precisions: list[str] | None = None, verify:
     profile = bundle_profile(manifest)
     if profile.tensorrt is None:
         raise BundleError(
-            f"{folder} is a {profile.backend} bundle: it runs as it is, there is nothing to compile.",
+            f"{folder} is an {profile.backend} bundle: it runs as it is, there is nothing to compile.",
             hint=f"run 'edgetl verify {folder}', then 'edgetl predict {folder} IMAGES...'.",
         )
     target = TensorRTTarget()
