@@ -276,3 +276,15 @@ def test_bundle_command_writes_every_target(tiny_run):
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
     assert "bundle cpu" in said and "bundle intel-cpu" in said and "thresholds of the bench" in said
+
+
+def test_a_manifest_naming_a_file_it_does_not_list_is_refused(tiny_run, tmp_path: Path):
+    """Every path the manifest names (thresholds, parity pack, models) must be a listed, hash-checked file."""
+    _, run, _, _, _ = tiny_run
+    copy = tmp_path / "cpu"
+    shutil.copytree(run.root / "bundle" / "cpu", copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["thresholds"] = "../thresholds.json"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="not among its files"):
+        verify_bundle(copy)

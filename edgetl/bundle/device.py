@@ -41,9 +41,9 @@ def compile_bundle(folder: Path, *, precisions: list[str] | None = None, verify:
         raise BundleError(f"no NVIDIA GPU is visible here; run 'edgetl compile {folder}' on the device.")
     weak = weakly_typed()
     built = {}
-    for precision in precisions or list(manifest["models"]):
+    for precision in [bundle.check_precision(p) for p in precisions or list(manifest["models"])]:
         model = manifest["models"][precision]
-        source = folder / (model["weakly_typed_onnx"] if weak else model["onnx"])
+        source = bundle.file(model["weakly_typed_onnx"] if weak else model["onnx"])
         started = time.perf_counter()
         with atomic_dir(bundle.engine_dir(precision)) as tmp:
             facts = build_engine(
@@ -58,7 +58,8 @@ def compile_bundle(folder: Path, *, precisions: list[str] | None = None, verify:
             artifact.source_onnx_sha256 = sha256_file(source)
             artifact.write(tmp)
             built[precision] = artifact.details
-        plan = folder / "triton" / model["triton"] / "1" / "model.plan"
+        # The plan goes beside the Triton model's config, a file the manifest lists (so a path inside the bundle).
+        plan = bundle.file(f"triton/{model['triton']}/config.pbtxt").parent / "1" / "model.plan"
         with atomic_path(plan) as tmp_plan:
             shutil.copyfile(bundle.engine_dir(precision) / ENGINE_FILE, tmp_plan)
     result: dict[str, Any] = {"built": built}
@@ -72,7 +73,7 @@ def bench_bundle(folder: Path, *, warmup: int = 20, iterations: int = 200) -> di
     from edgetl.bench.latency import cold_start, measure_latency
 
     bundle = Bundle.open(folder)
-    inputs = np.load(bundle.folder / bundle.manifest["parity"]["inputs"], allow_pickle=False)
+    inputs = np.load(bundle.file(bundle.manifest["parity"]["inputs"]), allow_pickle=False)
     rows = []
     for precision, (runtime, device) in runtime_plan(bundle).items():
         runner, cold = cold_start(partial(bundle.runner, precision, device=device), inputs[:1])

@@ -102,11 +102,18 @@ class Bundle:
     @classmethod
     def open(cls, folder: Path | str) -> Bundle:
         """Verify the folder (see :func:`read_manifest`) and read its thresholds."""
-        folder = Path(folder)
-        manifest = read_manifest(folder)
-        name = manifest.get("thresholds")
-        thresholds = read_json(folder / name) if name else {}
-        return cls(folder=folder, manifest=manifest, thresholds=thresholds)
+        bundle = cls(folder=Path(folder), manifest=read_manifest(Path(folder)))
+        name = bundle.manifest.get("thresholds")
+        bundle.thresholds = read_json(bundle.file(name)) if name else {}
+        return bundle
+
+    def file(self, name: str) -> Path:
+        """A file the manifest names, which must be one of the files it lists (so its sha256 was checked)."""
+        if name not in self.manifest["files"]:
+            raise BundleError(
+                f"{self.folder / MANIFEST} names {name!r}, which is not among its files; re-create the bundle."
+            )
+        return _relative(name, self.folder)
 
     @property
     def profile(self) -> dict[str, Any]:
@@ -155,7 +162,9 @@ class Bundle:
     def model_file(self, precision: str) -> Path:
         """The main model file of a precision (the ONNX input of a TensorRT engine)."""
         entry = self.manifest["models"][precision]
-        return _relative(entry.get("file") or entry["onnx"], self.folder)
+        for name in entry.get("files", []):
+            self.file(name)  # an IR's .bin as well as its .xml
+        return self.file(entry.get("file") or entry["onnx"])
 
     def engine_dir(self, precision: str) -> Path:
         return self.folder / ENGINES / precision

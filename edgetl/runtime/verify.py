@@ -36,10 +36,10 @@ def verify_bundle(folder: Path | str, *, write: bool = True) -> dict[str, Any]:
     """
     bundle = Bundle.open(folder)
     parity = bundle.manifest["parity"]
-    inputs = np.load(bundle.folder / parity["inputs"], allow_pickle=False)
+    inputs = np.load(bundle.file(parity["inputs"]), allow_pickle=False)
     rows = []
     for precision, (runtime, device) in runtime_plan(bundle).items():
-        reference = np.load(bundle.folder / parity["references"][precision], allow_pickle=False)
+        reference = np.load(bundle.file(parity["references"][precision]), allow_pickle=False)
         with bundle.runner(precision, device=device) as runner:
             logits = np.concatenate([runner.infer(inputs[i : i + 1]) for i in range(len(inputs))])
         diff = float(np.abs(logits - reference).max())
