@@ -21,7 +21,14 @@ def build(config: Any, *, force: bool = False, progress: bool = True) -> dict[st
     return _build(config, force=force, progress=progress)
 
 
-# The bench package, callable: edgetl.bench("runs/line3", threads=2) measures a run again (edgetl.bench.run).
-from edgetl import bench  # noqa: E402
+def __getattr__(name: str) -> Any:
+    # The bench package, callable: edgetl.bench("runs/line3", threads=2) measures a run again (edgetl.bench.run).
+    # Imported on first use, so `import edgetl.runtime` on a line PC loads nothing of the build side.
+    if name == "bench":
+        import edgetl.bench
+
+        return edgetl.bench
+    raise AttributeError(f"module 'edgetl' has no attribute {name!r}")
+
 
 __all__ = ["__version__", "bench", "build"]

@@ -61,6 +61,12 @@ class _Commands(TyperGroup):
                 file=sys.stderr,
             )
             raise typer.Exit(code=130) from None
+        except BrokenPipeError:
+            # The reader of our output went away (`edgetl predict ... | head`): stop quietly, as Unix tools do.
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(code=1) from None
         except OSError as exc:
             # Writes outside edgetl's atomic helpers (temporary folders of a backend) can fill a disk too.
             if exc.errno not in {errno.ENOSPC, errno.EDQUOT}:
@@ -305,7 +311,7 @@ def compile(
     verify: Annotated[bool, typer.Option(help="Bundle only: run the parity pack after building.")] = True,
 ) -> None:
     """Compile a run's ONNX model for its targets; on a device, build a bundle's TensorRT engines."""
-    from edgetl.bundle import is_bundle
+    from edgetl.runtime.bundle import is_bundle
 
     if is_bundle(run):
         _compile_bundle(run, precision, verify)
@@ -320,7 +326,7 @@ def compile(
 
 
 def _compile_bundle(folder: Path, precisions: list[str] | None, verify: bool) -> None:
-    from edgetl.bundle import compile_bundle
+    from edgetl.bundle.device import compile_bundle
 
     result = compile_bundle(folder, precisions=precisions, verify=verify)
     for precision, details in result["built"].items():
@@ -334,28 +340,30 @@ def _compile_bundle(folder: Path, precisions: list[str] | None, verify: bool) ->
 
 @app.command()
 def bundle(run: RunArg, target: TargetOpt = None) -> None:
-    """Write the device bundle of the run's TensorRT targets (or the given ones): runs/<name>/bundle/<profile>/."""
-    from edgetl.config import ConfigError
-    from edgetl.pipeline import device_summary, stage_bundle
+    """Write the bundle of every target of the run (or the given ones): runs/<name>/bundle/<profile>/.
+
+    CPU targets carry the thresholds their bench tuned: bench them first ('edgetl bench RUN').
+    """
+    from rich.console import Console
+
+    from edgetl.bundle.build import stage_bundle
+    from edgetl.bundle.summary import device_summary
     from edgetl.run import open_run
     from edgetl.targets.profiles import resolve_profile
 
     run_dir, cfg = open_run(run)
-    profiles = [resolve_profile(name) for name in target or cfg.targets]
-    trt = [p for p in profiles if p.tensorrt is not None]
-    if not trt:
-        raise ConfigError("bundles are for TensorRT targets; pass --target jetson (or another TensorRT profile).")
-    for profile in trt:
+    for profile in [resolve_profile(name) for name in target or cfg.targets]:
         manifest = stage_bundle(cfg, run_dir, profile)
-        from rich.console import Console
-
         Console().print(device_summary(run_dir, profile.name, manifest))
 
 
 @app.command()
 def verify(bundle: BundleArg) -> None:
-    """Check a bundle's files against its manifest and run its parity pack (engines where built, else ONNX)."""
-    from edgetl.bundle import verify_bundle
+    """Check a bundle's files against its manifest (none missing, altered or unlisted), then run its parity pack.
+
+    TensorRT bundles run their engines where 'edgetl compile' built them, else their ONNX in ONNX Runtime.
+    """
+    from edgetl.runtime.verify import verify_bundle
 
     result = verify_bundle(bundle)
     for row in result["checked"]:
@@ -386,10 +394,10 @@ def bench(
 
     On a bundle folder: the latency of every precision here (engines where built, else ONNX Runtime).
     """
-    from edgetl.bundle import is_bundle
+    from edgetl.runtime.bundle import is_bundle
 
     if is_bundle(run):
-        from edgetl.bundle import bench_bundle
+        from edgetl.bundle.device import bench_bundle
 
         for row in bench_bundle(run)["results"]:
             lat = row["latency_ms"]
@@ -410,6 +418,74 @@ def bench(
     report = bench_run(run, targets=target, **{k: v for k, v in settings.items() if v is not None})
     print_report(report)
     typer.echo(f"report: {Path(run) / 'report.html'}")
+
+
+@app.command()
+def predict(
+    bundle: BundleArg,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Images, folders of images, or lists of them (a CSV with a path column, a .txt).", show_default=False
+        ),
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="fp32, fp16 or int8 (default: FP32 when the bundle has it).")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Reject when the defect score 1 - P(good) >= this (default: the tuned one).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write rows to this .csv or .jsonl (default: CSV on stdout).")
+    ] = None,
+    watch: Annotated[
+        Path | None, typer.Option(help="Then predict every new image that appears in this folder, until Ctrl-C.")
+    ] = None,
+    fail_on_reject: Annotated[
+        bool, typer.Option(help="Exit 1 when a part is rejected or an image cannot be read.")
+    ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="Backend threads per inference (default: 1 per worker for files, every core for --watch)."),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="OpenVINO device (CPU, GPU, ...); 'cpu' runs a TensorRT bundle's ONNX.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Images decoded and inferred at once (default: the CPU count, at most 8).")
+    ] = None,
+    settle: Annotated[float, typer.Option(help="--watch: seconds a file's size must stay unchanged.")] = 0.5,
+    retry_for: Annotated[
+        float, typer.Option(help="--watch: seconds an image that fails to decode is retried before its error row.")
+    ] = 10.0,
+    count: Annotated[int | None, typer.Option(help="--watch: stop after this many new images.")] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option(help="--watch: stop after this many seconds without a new image.")
+    ] = None,
+) -> None:
+    """Run a bundle on images: one row per image (path, class, defect score, verdict, ms) and a summary.
+
+    The bundle is verified first (sha256 of every file); an unreadable image is a row with its error.
+    """
+    from edgetl.runtime.job import WatchSettings, print_summary, run_predict
+
+    watching = None
+    if watch is not None:
+        watching = WatchSettings(watch, settle=settle, retry_for=retry_for, count=count, idle_exit=idle_exit)
+    result = run_predict(
+        bundle,
+        paths or [],
+        precision=precision,
+        threshold=threshold,
+        out=out,
+        watch=watching,
+        threads=threads,
+        device=device,
+        workers=workers,
+    )
+    print_summary(result)
+    if fail_on_reject and (result.summary.rejects or result.summary.errors):
+        raise typer.Exit(code=1)
 
 
 @app.command()

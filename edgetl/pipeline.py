@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgetl.config import BuildConfig, ConfigError
+from edgetl.bundle.build import stage_bundle
+from edgetl.bundle.summary import bundle_summaries, device_summary
+from edgetl.config import BuildConfig
 from edgetl.custody import check_artifacts, check_inputs, read_meta, verified_split
 from edgetl.data.dataset import Dataset, prepare_dataset
-from edgetl.errors import EdgetlError, MissingInputError
+from edgetl.data.inputs import split_inputs as _split_inputs
+from edgetl.errors import MissingInputError
 from edgetl.files import atomic_dir, read_json, require_writable, sha256_file
 from edgetl.lock import writes_run
 from edgetl.run import RunDir, init_run, write_run_config
@@ -47,18 +49,6 @@ def export_opset(config: BuildConfig) -> int:
     if config.export.opset is not None:
         return config.export.opset
     return min(resolve_profile(t).opset for t in config.targets)
-
-
-def _split_inputs(
-    dataset: Dataset, spec: Any, split: str, limit: int | None = None
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Deploy-time preprocessed images of one split: (inputs, class indices, file names)."""
-    from edgetl.preprocess import preprocess_file
-
-    samples = dataset.split(split)[:limit]
-    x = np.concatenate([preprocess_file(s.path, spec) for s in samples])
-    y = np.array([dataset.label_index(s) for s in samples])
-    return x, y, [s.path.name for s in samples]
 
 
 @writes_run("export")
@@ -304,134 +294,6 @@ def stage_bench(
     return read_json(run.root / "report.json")
 
 
-@writes_run("bundle")
-def stage_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> dict[str, Any]:
-    """Write run/bundle/<profile>/ from the prepared TensorRT inputs; check them on this CPU first.
-
-    Host checks: every precision's ONNX runs in ONNX Runtime on the test split (INT8 as unfused Q/DQ, the
-    arithmetic TensorRT's explicit quantization follows) against the FP32 model; the parity pack is drawn from
-    the validation split.
-    """
-    from edgetl.bench.accuracy import agreement, classification_metrics
-    from edgetl.bundle import host_runner, select_golden, write_bundle
-    from edgetl.preprocess import PreprocessSpec
-
-    if profile.tensorrt is None:
-        raise ConfigError(f"profile {profile.name} is not a TensorRT profile; bundles are for TensorRT devices.")
-    if profile.tensorrt.max_batch > 1 and not config.export.dynamic_batch:
-        raise ConfigError(
-            f"profile {profile.name} asks for batches up to {profile.tensorrt.max_batch}; "
-            "set export.dynamic_batch: true."
-        )
-    meta = read_meta(run)
-    spec = PreprocessSpec.model_validate(meta["preprocess"])
-    dataset = verified_split(run, "bundle")
-    models: dict[str, Path] = {}
-    details: dict[str, dict[str, Any]] = {}
-    for wanted in profile.precisions:
-        folder = run.target(profile.name, wanted)
-        if not (folder / "artifact.json").is_file():
-            raise MissingInputError(f"{folder} is missing; run 'edgetl compile {run.root} --target {profile.name}'.")
-        details[wanted] = read_json(folder / "artifact.json")["details"]
-        models[wanted] = folder / details[wanted]["onnx"]
-
-    def logits_of(path: Path, precision: str, x: np.ndarray) -> np.ndarray:
-        with host_runner(path, precision) as runner:
-            return np.concatenate([runner.infer(x[i : i + 1]) for i in range(len(x))])
-
-    x_test, y_test, _ = _split_inputs(dataset, spec, "test")
-    x_val, y_val, names_val = _split_inputs(dataset, spec, "val")
-    fp32_onnx = run.export / "model.onnx"
-    test_logits = {"fp32": logits_of(fp32_onnx, "fp32", x_test)}
-    val_logits = {"fp32": logits_of(fp32_onnx, "fp32", x_val)}
-    for precision, path in models.items():
-        if precision != "fp32":
-            test_logits[precision] = logits_of(path, precision, x_test)
-            val_logits[precision] = logits_of(path, precision, x_val)
-    classes = list(dataset.classes)
-    fp32_metrics = classification_metrics(y_test, test_logits["fp32"].argmax(1), classes)
-    host: dict[str, Any] = {"split": "test", "runtime": "onnxruntime-cpu", "fp32_onnx": fp32_metrics}
-    thresholds = _bundle_thresholds(config, dataset, val_logits, y_val)
-    for precision, path in models.items():
-        logits = test_logits[precision]
-        metrics = classification_metrics(y_test, logits.argmax(1), classes)
-        host[precision] = {
-            "onnx": path.name,
-            "accuracy": metrics["accuracy"],
-            "balanced_accuracy": metrics["balanced_accuracy"],
-            "accuracy_delta_vs_fp32": metrics["accuracy"] - fp32_metrics["accuracy"],
-            "vs_fp32": agreement(logits, test_logits["fp32"]),
-            "metrics": metrics,
-        }
-        if precision in thresholds:
-            from edgetl.bench.accuracy import binary_metrics, defect_scores
-
-            good = classes.index(thresholds[precision]["good_class"])
-            host[precision]["binary"] = binary_metrics(
-                defect_scores(logits, good), y_test != good, threshold=thresholds[precision]["threshold"]
-            )
-        _log(
-            f"host check {profile.name} {precision} ({path.name} in ONNX Runtime): accuracy "
-            f"{metrics['accuracy']:.4f} (FP32 {fp32_metrics['accuracy']:.4f}), "
-            f"agreement {host[precision]['vs_fp32']['top1_agreement']:.4f}"
-        )
-
-    val_refs = {p: val_logits["fp32"] if p != "int8" else val_logits["int8"] for p in models}
-    golden = select_golden(val_refs)
-    references = {p: ref[golden] for p, ref in val_refs.items()}
-    checkpoint = run.train / "model.pt"
-    int8_details = details.get("int8", {})
-    return write_bundle(
-        run.bundle(profile.name),
-        profile=profile,
-        classes=list(meta["classes"]),
-        spec=spec,
-        fp32_onnx=fp32_onnx,
-        models=models,
-        golden_inputs=x_val[golden],
-        golden_names=[names_val[i] for i in golden],
-        references=references,
-        host_metrics=host,
-        thresholds=thresholds,
-        provenance={
-            "run": run.root.name,
-            "checkpoint_sha256": sha256_file(checkpoint) if checkpoint.is_file() else None,
-            "dataset_sha256": dataset.info.get("hash"),
-            "onnx_sha256": sha256_file(fp32_onnx),
-            "quantization": {k: v for k, v in int8_details.items() if k != "qdq_check"},
-            "qdq_check": int8_details.get("qdq_check"),
-        },
-        name=config.name,
-    )
-
-
-def _bundle_thresholds(
-    config: BuildConfig, dataset: Dataset, val_logits: dict[str, np.ndarray], y_val: np.ndarray
-) -> dict[str, Any]:
-    """Each precision's reject threshold (the good class against the rest), tuned on validation for
-    bench.max_false_reject."""
-    from edgetl.bench.accuracy import defect_scores, good_class_index, reject_threshold
-
-    classes = list(dataset.classes)
-    counts = [sum(1 for s in dataset.split("train") if s.label == c) for c in classes]
-    good = good_class_index(classes, good=config.bench.good_class, counts=counts)
-    if (y_val == good).all() or (y_val != good).all():
-        return {}
-    return {
-        precision: {
-            **reject_threshold(
-                defect_scores(logits, good), y_val != good, max_false_reject=config.bench.max_false_reject
-            ),
-            "good_class": classes[good],
-            "score": f"1 - softmax(logits)[{good}]  (probability of not '{classes[good]}')",
-            "rule": "reject the part when score >= threshold",
-            "tuned_on": "validation split, this precision's ONNX in ONNX Runtime on the build host",
-        }
-        for precision, logits in val_logits.items()
-    }
-
-
-@writes_run("build")
 def build(config: BuildConfig, *, force: bool = False, progress: bool = True, resume: bool = False) -> dict[str, Any]:
     """Run every stage for every target; returns the report (also in runs/<name>/report.json).
 
@@ -439,6 +301,7 @@ def build(config: BuildConfig, *, force: bool = False, progress: bool = True, re
     finished epoch (or is kept when it had finished), the other stages run again.
     """
     from edgetl.report import print_report
+    from edgetl.targets import get_target
 
     profiles = [resolve_profile(name) for name in config.targets]
     run = init_run(config, force=force or resume, write_config=False)
@@ -462,53 +325,21 @@ def build(config: BuildConfig, *, force: bool = False, progress: bool = True, re
         timed("calibrate", stage_calibrate, config, run)
     for profile in profiles:
         timed(f"compile {profile.name}", stage_compile, config, run, profile)
+    # TensorRT bundles first: the report carries their host checks. CPU bundles after the bench: they carry the
+    # thresholds it tuned for each artifact, so predicting on a bundle gives the bench's verdicts.
     bundles = {p.name: timed(f"bundle {p.name}", stage_bundle, config, run, p) for p in profiles if p.tensorrt}
     t0 = time.perf_counter()
     report = stage_bench(config, run, profiles, timings=timings)
     _log(f"bench done in {time.perf_counter() - t0:.1f} s")
+    for p in profiles:
+        if p.tensorrt is None and get_target(p.backend).is_available():
+            bundles[p.name] = timed(f"bundle {p.name}", stage_bundle, config, run, p)
+        elif p.tensorrt is None:
+            _log(
+                f"no bundle for {p.name}: {p.backend} is not installed here, so the bench could not tune its thresholds"
+            )
     print_report(report)
     for name, manifest in bundles.items():
         _log(device_summary(run, name, manifest))
     _log(f"report: {run.root / 'report.html'}, {run.root / 'report.md'} and {run.root / 'report.json'}")
     return report
-
-
-def bundle_summaries(run: RunDir) -> dict[str, Any]:
-    """The host checks of every bundle in run/bundle/, for the report (a damaged bundle is left out, with a note)."""
-    from edgetl.bundle import read_manifest
-
-    summaries = {}
-    for path in sorted((run.root / "bundle").glob("*/manifest.json")):
-        try:
-            m = read_manifest(path.parent)
-        except EdgetlError as exc:
-            _log(f"[yellow]warning:[/yellow] bundle {path.parent} left out of the report: {exc}")
-            continue
-        summaries[path.parent.name] = {
-            "path": str(path.parent),
-            "tensorrt": m["profile"]["tensorrt"],
-            "models": {p: v["onnx"] for p, v in m["models"].items()},
-            "host_metrics": {k: v for k, v in m["host_metrics"].items() if k != "fp32_onnx"},
-            "parity_images": len(m["parity"]["names"]),
-            "engines_built_here": (path.parent / "engines").is_dir(),
-            "on_device": m["on_device"],
-        }
-    return summaries
-
-
-def device_summary(run: RunDir, name: str, manifest: dict[str, Any]) -> str:
-    """What was built on this host for a TensorRT profile, and the one command for the device."""
-    host = manifest["host_metrics"]
-    lines = [f"[bold]bundle {name}[/bold]: {run.root / 'bundle' / name}"]
-    lines.append("  built here: " + ", ".join(m["onnx"] for m in manifest["models"].values())
-                 + ", DeepStream and Triton configs, parity pack of "
-                 + f"{len(manifest['parity']['names'])} images, manifest (sha256)")  # fmt: skip
-    for precision in manifest["models"]:
-        h = host[precision]
-        lines.append(
-            f"  checked here ({h['onnx']} in ONNX Runtime, test split): accuracy {h['accuracy']:.4f} "
-            f"({h['accuracy_delta_vs_fp32'] * 100:+.1f} pts vs FP32), agreement {h['vs_fp32']['top1_agreement']:.4f}"
-        )
-    lines.append("  not built here: TensorRT engines (they are tied to the device's GPU and TensorRT version)")
-    lines.append(f"  on the device run: [bold]{manifest['on_device']}[/bold]")
-    return "\n".join(lines)

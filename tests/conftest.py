@@ -81,11 +81,12 @@ def build_through_compile(config: BuildConfig):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory):
-    """One tiny run built through every stage, shared by the stage, bench and report tests.
+    """One tiny run built through every stage (bench, then a bundle per target), shared by the stage, bench,
+    report and runtime tests.
 
     Returns (config, run, report, images, hashes of the images before the run).
     """
-    from edgetl.pipeline import stage_bench
+    from edgetl.pipeline import stage_bench, stage_bundle
     from edgetl.targets.profiles import resolve_profile
 
     base = tmp_path_factory.mktemp("tiny")
@@ -93,7 +94,10 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory):
     before = tree_hashes(images)
     config = tiny_config(images, base / "runs")
     run = build_through_compile(config)
-    report = stage_bench(config, run, [resolve_profile(n) for n in config.targets])
+    profiles = [resolve_profile(n) for n in config.targets]
+    report = stage_bench(config, run, profiles)
+    for profile in profiles:
+        stage_bundle(config, run, profile)
     return config, run, report, images, before
 
 

@@ -224,9 +224,9 @@ def test_bench_skips_a_target_whose_backend_is_missing(tiny_run, monkeypatch):
 
 
 def test_every_model_gets_a_reject_threshold_good_against_the_rest():
+    from edgetl.bundle.build import tensorrt_thresholds as _bundle_thresholds
     from edgetl.config import BuildConfig
     from edgetl.data.dataset import Dataset, Sample
-    from edgetl.pipeline import _bundle_thresholds
 
     classes = ["dent", "ok", "scratch"]
     samples = [Sample(Path(f"{i}.png"), classes[i % 3], "train") for i in range(30)]

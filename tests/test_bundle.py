@@ -1,4 +1,4 @@
-"""The device bundle: complete, verified before use, parity pack runnable here, CLI on bundles."""
+"""Bundles for every target: one layout, complete, verified before use, parity pack runnable here, CLI on bundles."""
 
 from __future__ import annotations
 
@@ -48,6 +48,18 @@ def test_bundle_is_complete(trt_run):
     assert any(p.startswith("deepstream/config_infer_int8") for p in manifest["files"])
     assert any(p.endswith("config.pbtxt") for p in manifest["files"])
     assert manifest["on_device"].startswith("edgetl compile ")
+    # No OpenVINO model in a Jetson bundle: Triton gets the backends that run there (ONNX Runtime, TensorRT).
+    assert not [p for p in manifest["files"] if p.endswith((".xml", ".bin")) or "openvino" in p]
+    assert {m["triton"] for m in manifest["models"].values()} == {f"tiny_trt_{p}" for p in ("fp32", "fp16", "int8")}
+    card = json.loads((folder / "card.json").read_text())
+    assert card["arch"] == "mobilenet_v2" and card["classes"] == ["crack", "good"] and card["good_class"] == "good"
+    assert card["input"]["shape"] == [1, 1, 32, 32] and card["dataset_sha256"] == provenance["dataset_sha256"]
+    assert card["validated_on"]["split"] == "test" and "ONNX Runtime" in card["validated_on"]["measured_by"]
+    assert card["figures"]["int8"]["metrics"]["accuracy"] == host["int8"]["accuracy"]
+    assert card["recipe"]["strategy"] == "partial"
+    readme = (folder / "README.md").read_text()
+    assert "edgetl compile jetson-orin-nano" in readme and "cuda-python>=12.6,<13" in readme
+    assert 'pip install "edgetl[onnxruntime]"' in readme and "edgetl predict jetson-orin-nano" in readme
     # Every file on disk is in the manifest and no temporary folder is left.
     on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {"manifest.json"}
     assert on_disk == set(manifest["files"])
@@ -114,7 +126,7 @@ def test_bench_bundle_reports_every_precision(bundle: Path):
 
 def test_rebuilding_keeps_the_previous_bundle_until_done(trt_run, monkeypatch: pytest.MonkeyPatch):
     """A bundle write that fails half-way leaves the earlier bundle untouched and no temporary folder."""
-    import edgetl.bundle as bundle_module
+    import edgetl.bundle.write as bundle_module
     from edgetl.pipeline import stage_bundle
     from edgetl.targets.profiles import resolve_profile
 
@@ -125,7 +137,7 @@ def test_rebuilding_keeps_the_previous_bundle_until_done(trt_run, monkeypatch: p
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(bundle_module, "_openvino_ir", broken)
+    monkeypatch.setattr(bundle_module, "_triton", broken)
     with pytest.raises(OSError, match="disk full"):
         stage_bundle(config, run, resolve_profile("jetson"))
     assert {p.name: sha256_file(p) for p in folder.iterdir() if p.is_file()} == before
@@ -139,8 +151,19 @@ def test_bundle_stage_command(trt_run):
     said = " ".join(result.output.split())
     assert "built here" in said and "not built here: TensorRT engines" in said
     assert read_manifest(run.root / "bundle" / "jetson-orin-nano")["kind"] == "edgetl-bundle"
-    wrong = CliRunner().invoke(app, ["bundle", str(run.root), "--target", "cpu"])
-    assert wrong.exit_code == 2 and "TensorRT" in wrong.output
+
+
+def test_cpu_bundle_needs_the_bench_first(trt_run):
+    """A CPU bundle carries the thresholds its bench tuned: without a bench it is refused with the command to run."""
+    from edgetl.pipeline import stage_compile
+    from edgetl.targets.profiles import resolve_profile
+
+    config, run, _ = trt_run
+    stage_compile(config, run, resolve_profile("cpu"))
+    result = CliRunner().invoke(app, ["bundle", str(run.root), "--target", "cpu"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "threshold.json is missing" in said and "edgetl bench" in said
+    assert not (run.root / "bundle" / "cpu").exists()
 
 
 def test_bundle_files_are_readable_by_other_users(trt_run):
@@ -166,3 +189,102 @@ def test_report_carries_the_bundle_host_checks(trt_run):
     text = (run.root / "report.md").read_text()
     assert "## Device bundle jetson-orin-nano (TensorRT 10.3, JetPack 6.2)" in text
     assert "Device bundle jetson-orin-nano" in (run.root / "report.html").read_text()
+
+
+# --- CPU bundles (the tiny run: cpu and intel-cpu, benched, then bundled) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("profile", "files"),
+    [
+        ("cpu", {"fp32": ["model.onnx"], "int8": ["model.int8.onnx"]}),
+        (
+            "intel-cpu",
+            {
+                "fp32": ["model.xml", "model.bin"],
+                "fp16": ["model.fp16.xml", "model.fp16.bin"],
+                "int8": ["model.int8.xml", "model.int8.bin"],
+            },
+        ),
+    ],
+)
+def test_every_target_gets_a_bundle_in_one_layout(tiny_run, profile: str, files: dict[str, list[str]]):
+    _, run, report, _, _ = tiny_run
+    folder = run.root / "bundle" / profile
+    manifest = read_manifest(folder)
+    assert {p: m["files"] for p, m in manifest["models"].items()} == files
+    for name in ("labels.txt", "preprocess.json", "thresholds.json", "card.json", "README.md", "parity/inputs.npy"):
+        assert name in manifest["files"], name
+    assert manifest["backend"] == ("onnxruntime" if profile == "cpu" else "openvino")
+    assert not manifest["deepstream"] and not [f for f in manifest["files"] if "deepstream" in f or "trt" in f]
+    triton = [f for f in manifest["files"] if f.startswith("triton/") and f.endswith("config.pbtxt")]
+    assert len(triton) == len(files)
+    backend = "openvino" if profile == "intel-cpu" else "onnxruntime_onnx"
+    assert all(backend in (folder / f).read_text() and "KIND_CPU" in (folder / f).read_text() for f in triton)
+    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert on_disk == set(manifest["files"])
+    # The thresholds are exactly the bench's, artifact by artifact; so are the card's figures.
+    thresholds = json.loads((folder / "thresholds.json").read_text())
+    card = json.loads((folder / "card.json").read_text())
+    for precision in files:
+        bench = json.loads((run.target(profile, precision) / "threshold.json").read_text())
+        assert thresholds[precision] == bench
+        entry = next(a for a in report["artifacts"] if a["target"] == profile and a["precision"] == precision)
+        assert card["figures"][precision]["metrics"] == entry["metrics"]
+        assert card["figures"][precision]["threshold"]["threshold"] == bench["threshold"]
+    assert "edgetl bench" in card["validated_on"]["measured_by"] and card["fp32_reference"]
+    readme = (folder / "README.md").read_text()
+    extra = "onnxruntime" if profile == "cpu" else "openvino"
+    assert f'pip install "edgetl[{extra}]"' in readme and f"edgetl predict {profile} images/" in readme
+    assert "edgetl compile" not in readme and "| int8 |" in readme
+
+
+@pytest.mark.parametrize("profile", ["cpu", "intel-cpu"])
+def test_verify_runs_every_cpu_bundle_through_the_runtime(tiny_run, tmp_path: Path, profile: str):
+    _, run, _, _, _ = tiny_run
+    copy = tmp_path / profile
+    shutil.copytree(run.root / "bundle" / profile, copy)
+    result = CliRunner().invoke(app, ["verify", str(copy)])
+    assert result.exit_code == 0, result.output
+    runtime = "openvino-CPU" if profile == "intel-cpu" else "onnxruntime-cpu"
+    assert f"int8 on {runtime}" in result.output and "parity pack passed" in result.output
+    assert (copy / "verify.json").is_file()
+    timed = bench_bundle(copy, warmup=1, iterations=3)["results"]
+    assert {r["runtime"] for r in timed} == {runtime} and all(r["latency_ms"]["p50"] > 0 for r in timed)
+    verify_bundle(copy)  # verify.json and bench.json are device outputs: the bundle still verifies with them
+    nothing = CliRunner().invoke(app, ["compile", str(copy)])
+    assert nothing.exit_code == 2 and "nothing to compile" in nothing.output
+
+
+def test_verify_refuses_a_file_the_manifest_does_not_list(tiny_run, tmp_path: Path):
+    _, run, _, _, _ = tiny_run
+    copy = tmp_path / "cpu"
+    shutil.copytree(run.root / "bundle" / "cpu", copy)
+    (copy / "model.int8.onnx.orig").write_bytes(b"an editor's backup")
+    result = CliRunner().invoke(app, ["verify", str(copy)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "does not list: model.int8.onnx.orig" in said
+    (copy / "model.int8.onnx.orig").unlink()
+    (copy / "engines").mkdir()
+    (copy / "engines" / "stray.txt").write_text("written by compile on a device")
+    verify_bundle(copy)  # engines/ belongs to the device steps (each engine has its own artifact.json)
+
+
+def test_bundle_command_writes_every_target(tiny_run):
+    _, run, _, _, _ = tiny_run
+    result = CliRunner().invoke(app, ["bundle", str(run.root)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "bundle cpu" in said and "bundle intel-cpu" in said and "thresholds of the bench" in said
+
+
+def test_a_manifest_naming_a_file_it_does_not_list_is_refused(tiny_run, tmp_path: Path):
+    """Every path the manifest names (thresholds, parity pack, models) must be a listed, hash-checked file."""
+    _, run, _, _, _ = tiny_run
+    copy = tmp_path / "cpu"
+    shutil.copytree(run.root / "bundle" / "cpu", copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["thresholds"] = "../thresholds.json"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="not among its files"):
+        verify_bundle(copy)

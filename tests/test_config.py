@@ -46,7 +46,9 @@ def test_missing_config_file_says_so(tmp_path: Path):
 
 def test_example_config_is_valid():
     config = load_build_config(Path(__file__).parents[1] / "examples" / "elpv.yaml")
-    assert config.model.gray and config.train.strategy == "partial"
+    # The demo keeps edgetl's defaults: the gray mode and the recipe are chosen from the data.
+    assert config.model.gray == "auto" and config.train.strategy == "auto"
+    assert config.data.manifest is not None and config.train.budget_minutes == 6
 
 
 def test_int8_views_need_the_onnxruntime_cache():

@@ -1,6 +1,8 @@
 """The real path in CI: real ELPV images, real ImageNet MobileNetV2 weights, both CPU backends, FP32 and INT8,
-and the Jetson bundle (QDQ model checked, parity pack verified here)."""
+the Jetson bundle (QDQ model checked, parity pack verified here), and the CPU bundles predicting the bench's
+verdicts."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -80,6 +82,30 @@ bench: {{warmup: 5, iterations: 30}}
     assert "on the device run: edgetl compile" in said and "not built here: TensorRT engines" in said
     verified = runner.invoke(app, ["verify", str(bundle)])
     assert verified.exit_code == 0, verified.output
+    # Every target has a bundle; predicting the test images on a CPU bundle gives the report's INT8 figures.
+    from edgetl.data.dataset import load_split
+
+    samples = load_split(run / "data").split("test")
+    truth = [s.label for s in samples]
+    listed = tmp_path / "test_images.txt"
+    listed.write_text("\n".join(str(s.path) for s in samples) + "\n")
+    for target in ("cpu", "intel-cpu"):
+        out = tmp_path / f"{target}.csv"
+        predicted = runner.invoke(
+            app, ["predict", str(run / "bundle" / target), str(listed), "--precision", "int8", "--out", str(out)]
+        )
+        assert predicted.exit_code == 0, predicted.output
+        rows = list(csv.DictReader(out.read_text().splitlines()))
+        assert [Path(r["path"]) for r in rows] == [s.path for s in samples] and not any(r["error"] for r in rows)
+        entry = by_key[(target, "int8")]
+        hits = [r["class"] == label for r, label in zip(rows, truth, strict=True)]
+        assert sum(hits) / len(hits) == entry["metrics"]["accuracy"]
+        rejected = [r["verdict"] == "reject" for r in rows]
+        defects = [label != "functional" for label in truth]
+        recall = sum(r and d for r, d in zip(rejected, defects, strict=True)) / sum(defects)
+        false_reject = sum(r and not d for r, d in zip(rejected, defects, strict=True)) / (len(truth) - sum(defects))
+        assert recall == entry["metrics"]["binary"]["defect_recall"]
+        assert false_reject == entry["metrics"]["binary"]["false_reject"]
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -108,14 +109,18 @@ def _minimal_manifest(folder: Path, **changes) -> None:
     from edgetl.preprocess import PreprocessSpec
     from edgetl.targets.profiles import resolve_profile
 
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("model.onnx", "r.npy", "inputs.npy"):
+        (folder / name).write_bytes(b"x")
+    digest = hashlib.sha256(b"x").hexdigest()
     manifest = {
         "kind": "edgetl-bundle",
-        "files": {},
+        "files": {"model.onnx": digest, "r.npy": digest, "inputs.npy": digest},
         "profile": resolve_profile("jetson").model_dump(mode="json"),
         "classes": ["crack", "good"],
         "preprocess": PreprocessSpec().model_dump(mode="json"),
-        "models": {"fp32": {"onnx": "model.onnx", "weakly_typed_onnx": "model.onnx", "triton": "x_trt_fp32"}},
-        "parity": {"inputs": "parity/inputs.npy", "names": [], "references": {"fp32": "r.npy"}, "tolerance": {}},
+        "models": {"fp32": {"file": "model.onnx", "files": ["model.onnx"], "triton": "x_trt_fp32"}},
+        "parity": {"inputs": "inputs.npy", "names": [], "references": {"fp32": "r.npy"}, "tolerance": {}},
     }
     for dotted, value in changes.items():
         node = manifest
@@ -123,7 +128,6 @@ def _minimal_manifest(folder: Path, **changes) -> None:
         for part in parents:
             node = node[part]
         node[leaf] = value
-    folder.mkdir(parents=True, exist_ok=True)
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -131,9 +135,10 @@ def _minimal_manifest(folder: Path, **changes) -> None:
     ("change", "message"),
     [
         ({"models__fp32__triton": "../../../victim"}, "becomes a folder name"),
-        ({"models__fp32__onnx": "../model.onnx"}, "points outside the bundle"),
+        ({"models__fp32__files": ["../model.onnx"]}, "points outside the bundle"),
         ({"parity__inputs": "/etc/passwd"}, "points outside the bundle"),
-        ({"models": {"../x": {"onnx": "m", "weakly_typed_onnx": "m", "triton": "t"}}}, "not a valid bundle manifest"),
+        ({"parity__references": {"fp32": "unlisted.npy"}}, "not among the listed"),
+        ({"models": {"../x": {"files": ["model.onnx"], "triton": "t"}}}, "not a valid bundle manifest"),
     ],
 )
 def test_bundle_manifest_paths_and_names_stay_inside_the_bundle(tmp_path: Path, change, message):

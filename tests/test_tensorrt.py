@@ -135,7 +135,14 @@ def test_runner_uses_names_the_installed_tensorrt_runtime_has():
     assert trt is not None
     for cls, names in {
         trt.Runtime: ["deserialize_cuda_engine", "DLA_core"],
-        trt.ICudaEngine: ["num_io_tensors", "get_tensor_name", "get_tensor_mode", "create_execution_context"],
+        trt.ICudaEngine: [
+            "num_io_tensors",
+            "get_tensor_name",
+            "get_tensor_mode",
+            "get_tensor_shape",
+            "get_tensor_dtype",
+            "create_execution_context",
+        ],
         trt.IExecutionContext: ["set_input_shape", "set_tensor_address", "get_tensor_shape", "execute_async_v3"],
     }.items():
         missing = [n for n in names if not hasattr(cls, n)]
@@ -143,6 +150,33 @@ def test_runner_uses_names_the_installed_tensorrt_runtime_has():
     assert hasattr(trt.TensorIOMode, "INPUT") and hasattr(trt.TensorIOMode, "OUTPUT")
     assert hasattr(trt.MemoryPoolType, "WORKSPACE") and hasattr(trt.DeviceType, "DLA")
     assert hasattr(trt.BuilderFlag, "GPU_FALLBACK")
+    assert trt.nptype(trt.DataType.FLOAT) is np.float32
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cuda") is None, reason="cuda-python is not installed")
+def test_runner_uses_names_the_installed_cuda_python_has():
+    """The TensorRT runner's device buffers come from cuda-python, not torch: every call it makes exists."""
+    from edgetl.runtime.tensorrt import cuda_available, cuda_call, cudart
+
+    runtime = cudart()
+    for name in (
+        "cudaGetDeviceCount",
+        "cudaGetDevice",
+        "cudaGetDeviceProperties",
+        "cudaMalloc",
+        "cudaFree",
+        "cudaMemcpyAsync",
+        "cudaStreamCreate",
+        "cudaStreamSynchronize",
+        "cudaStreamDestroy",
+    ):
+        assert hasattr(runtime, name), name
+    kinds = runtime.cudaMemcpyKind
+    assert hasattr(kinds, "cudaMemcpyHostToDevice") and hasattr(kinds, "cudaMemcpyDeviceToHost")
+    assert cuda_call((runtime.cudaError_t.cudaSuccess, 3), "probe") == 3
+    with pytest.raises(Exception, match="CUDA probe failed"):
+        cuda_call((runtime.cudaError_t.cudaErrorInvalidValue,), "probe")
+    assert isinstance(cuda_available(), bool)  # False without a driver, never an exception
 
 
 @pytest.mark.tensorrt
@@ -166,7 +200,7 @@ def test_engine_builds_runs_and_matches_onnx(trt_run, tmp_path: Path):
 
 def test_engine_from_another_device_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """The fingerprint check itself (the device query needs a GPU; here it answers as an H100 box would)."""
-    import edgetl.targets.tensorrt as trt_module
+    import edgetl.runtime.tensorrt as trt_module
 
     built_on = {"tensorrt": "10.3.0", "gpu": "Orin", "compute_capability": "8.7", "platform": "aarch64"}
     here = {"tensorrt": "10.13.0", "gpu": "NVIDIA H100", "compute_capability": "9.0", "platform": "x86_64"}

@@ -28,20 +28,36 @@ def test_config_parses_with_tritons_protobuf(kind: str, max_batch: int):
     assert config.HasField("dynamic_batching") == bool(max_batch)
 
 
-def test_bundle_triton_repository(trt_run):
-    _, run, manifest = trt_run
-    root = run.root / "bundle" / "jetson-orin-nano" / "triton"
-    configs = sorted(root.glob("*/config.pbtxt"))
+def _kinds(root: Path) -> set[str]:
     kinds = set()
-    for path in configs:
+    for path in sorted(root.glob("*/config.pbtxt")):
         config = parse_model_config(path.read_text())
         kinds.add(config.backend or config.platform)
         assert config.name == path.parent.name
         assert (path.parent / "labels.txt").read_text().split() == ["crack", "good"]
-    assert kinds == {"onnxruntime_onnx", "openvino", "tensorrt_plan"}
+    return kinds
+
+
+def test_bundle_triton_repository(trt_run):
+    """A Jetson's repository has the backends that run there: ONNX Runtime and TensorRT, no OpenVINO."""
+    _, run, manifest = trt_run
+    root = run.root / "bundle" / "jetson-orin-nano" / "triton"
+    assert _kinds(root) == {"onnxruntime_onnx", "tensorrt_plan"}
     assert (root / "tiny_onnx" / "1" / "model.onnx").is_file()
-    assert (root / "tiny_openvino" / "1" / "model.xml").is_file()
     assert manifest["models"]["int8"]["triton"] == "tiny_trt_int8"
+
+
+def test_cpu_bundles_serve_every_precision_on_their_backend(tiny_run):
+    run = tiny_run[1]
+    assert _kinds(run.root / "bundle" / "cpu" / "triton") == {"onnxruntime_onnx"}
+    assert _kinds(run.root / "bundle" / "intel-cpu" / "triton") == {"openvino"}
+    for precision in ("fp32", "fp16", "int8"):
+        model = run.root / "bundle" / "intel-cpu" / "triton" / f"tiny_openvino_{precision}"
+        assert (model / "1" / "model.xml").is_file() and (model / "1" / "model.bin").is_file()
+        assert "KIND_CPU" in (model / "config.pbtxt").read_text()
+    int8 = parse_model_config((run.root / "bundle" / "cpu" / "triton" / "tiny_ort_int8" / "config.pbtxt").read_text())
+    threshold = json.loads((run.target("cpu", "int8") / "threshold.json").read_text())["threshold"]
+    assert float(int8.parameters["edgetl_reject_threshold"].string_value) == pytest.approx(threshold, rel=1e-5)
 
 
 def test_unknown_file_for_a_backend_is_refused(tmp_path: Path):

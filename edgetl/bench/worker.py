@@ -90,7 +90,9 @@ def measure(request: WorkerRequest) -> dict[str, Any]:
     reset = _reset_peak()
     try:
         runner, cold = cold_start(lambda: target.load(artifact, threads=request.threads), first)
-    except EdgetlError:
+    except EdgetlError as exc:
+        if exc.hint is None:
+            exc.hint = f"compile it again with 'edgetl compile RUN --target {artifact.profile}'"
         raise
     except Exception as exc:
         # The files matched artifact.json, so the record itself was rewritten or the backend cannot read them.

@@ -1,4 +1,8 @@
-"""The one interface every backend implements: Target (compile, load) and Runner (infer)."""
+"""The one interface every backend implements: Target (compile, load) and Runner (infer).
+
+Runners are the line runtime's (:mod:`edgetl.runtime.runner`): a compiled artifact runs here through the very
+code that runs it on the line.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +11,21 @@ import importlib.metadata
 import importlib.util
 import re
 from pathlib import Path
-from types import TracebackType
 from typing import Any, ClassVar
 
-import numpy as np
 from pydantic import Field, ValidationError
 
 from edgetl.calibration import CalibrationSet
 from edgetl.config import StrictModel
-from edgetl.errors import EdgetlError, IntegrityError, InvalidFileError, MissingInputError
+from edgetl.errors import IntegrityError, InvalidFileError, MissingInputError
 from edgetl.files import read_json, sha256_file, write_json_atomic
+from edgetl.runtime.runner import BackendUnavailable, Runner
 from edgetl.targets.profiles import Precision, TargetProfile
 from edgetl.versions import library_versions
 
 ARTIFACT_FILE = "artifact.json"
 
-
-class BackendUnavailable(EdgetlError, RuntimeError):
-    """The backend's Python package (or device) is missing here; the message says what to do."""
+__all__ = ["ARTIFACT_FILE", "Artifact", "BackendUnavailable", "Runner", "Target", "block_index"]
 
 
 class Artifact(StrictModel):
@@ -98,25 +99,6 @@ def block_index(node_name: str) -> int | None:
     """Backbone block of an exported node (``/blocks.<i>/...``), None for the head."""
     match = re.search(r"/blocks\.(\d+)/", node_name)
     return int(match.group(1)) if match else None
-
-
-class Runner(abc.ABC):
-    """A loaded artifact: ``with target.load(a) as r: r.infer(x)``."""
-
-    def __enter__(self) -> Runner:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    @abc.abstractmethod
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """float32 NCHW batch -> logits (N, classes)."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release backend resources."""
 
 
 class Target(abc.ABC):

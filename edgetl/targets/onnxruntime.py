@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -13,11 +13,14 @@ from edgetl.calibration import CalibrationSet
 from edgetl.config import ConfigError
 from edgetl.errors import MissingInputError
 from edgetl.onnx_safety import check_onnx_file
+from edgetl.runtime.onnxruntime import OnnxRuntimeRunner
 from edgetl.targets.base import Artifact, Runner, Target, block_index
 from edgetl.targets.bias_correction import correct_biases, spread
 from edgetl.targets.profiles import Precision, TargetProfile
 
 MODEL_FILE = "model.onnx"
+
+__all__ = ["MODEL_FILE", "OnnxRuntimeRunner", "OnnxRuntimeTarget", "quantize_qdq"]
 
 
 class _Reader:
@@ -112,29 +115,6 @@ def quantize_qdq(
         "bias_correction": corrected,
         "layout": "tensorrt" if tensorrt else "onnxruntime",
     }
-
-
-class OnnxRuntimeRunner(Runner):
-    """InferenceSession on the CPU execution provider."""
-
-    def __init__(self, path: Path, *, threads: int | None, optimization: Literal["all", "none"] = "all") -> None:
-        """``optimization`` "none" runs the graph node by node: the exact arithmetic its Q/DQ nodes describe."""
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        options.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            if optimization == "all"
-            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        )
-        self.session = ort.InferenceSession(str(check_onnx_file(path)), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run(None, {self.input_name: batch})[0])
 
 
 class OnnxRuntimeTarget(Target):

@@ -6,37 +6,16 @@ import importlib.metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from edgetl.calibration import CalibrationSet
 from edgetl.errors import MissingInputError
 from edgetl.onnx_safety import check_onnx_file
+from edgetl.runtime.openvino import OpenVinoRunner
 from edgetl.targets.base import Artifact, Runner, Target
 from edgetl.targets.profiles import Precision, TargetProfile
 
 MODEL_FILE = "model.xml"
 
-
-class OpenVinoRunner(Runner):
-    """A compiled model with one infer request, latency hint, FP32 inference precision."""
-
-    def __init__(self, xml: Path, device: str, *, threads: int | None) -> None:
-        import openvino as ov
-
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-        if device == "CPU":
-            # Keep FP32 math: on CPUs with bf16 units OpenVINO would otherwise pick bf16 silently.
-            config["INFERENCE_PRECISION_HINT"] = "f32"
-            if threads:
-                config["INFERENCE_NUM_THREADS"] = threads
-        if xml.suffix.lower() == ".onnx":
-            check_onnx_file(xml)
-        self.compiled = ov.Core().compile_model(str(xml), device, config)
-        self.request = self.compiled.create_infer_request()
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        self.request.infer({0: batch})
-        return np.array(self.request.get_output_tensor(0).data)
+__all__ = ["MODEL_FILE", "OpenVinoRunner", "OpenVinoTarget"]
 
 
 class OpenVinoTarget(Target):

@@ -1,79 +1,52 @@
 """TensorRT backend: the build host prepares the ONNX inputs (FP32, FP16, INT8 QDQ); engines are built on the
 device that runs them (a Jetson or an x86 GPU box) with the TensorRT Python API, 8.5 to 11.x.
 
-Device buffers are torch CUDA tensors (torch is already an edgetl dependency and ships with NVIDIA's
-containers for Jetson and x86). Engine-building and running code only executes where TensorRT and an NVIDIA
-GPU exist; elsewhere the target prepares the ONNX files and says what to run on the device.
+Engines run through the line runtime's :class:`~edgetl.runtime.tensorrt.TensorRTRunner` (device buffers from
+cuda-python, no torch). Engine-building and running code only executes where TensorRT and an NVIDIA GPU exist;
+elsewhere the target prepares the ONNX files and says what to run on the device.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import platform
 import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from edgetl.calibration import CalibrationSet
 from edgetl.config import ConfigError
-from edgetl.errors import EdgetlError, MissingInputError
+from edgetl.errors import MissingInputError
 from edgetl.files import atomic_path, write_bytes_atomic
 from edgetl.onnx_safety import check_onnx_file
+from edgetl.runtime.tensorrt import (
+    FINGERPRINT_KEYS,
+    EngineError,
+    TensorRTRunner,
+    check_engine,
+    cuda_available,
+    device_fingerprint,
+    fingerprint_mismatch,
+)
 from edgetl.targets.base import Artifact, BackendUnavailable, Runner, Target
 from edgetl.targets.profiles import Precision, TargetProfile, TensorRTSpec
 
 ENGINE_FILE = "model.engine"
 ONNX_FILES: dict[str, str] = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.qdq.onnx"}
-FINGERPRINT_KEYS = ("tensorrt", "gpu", "compute_capability", "platform", "dla_core")
 
-
-class EngineError(EdgetlError, RuntimeError):
-    """An engine that cannot be built or used here; the message says what to do."""
-
-
-def cuda_available() -> bool:
-    """True when torch sees an NVIDIA GPU (never raises)."""
-    if importlib.util.find_spec("torch") is None:
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-def device_fingerprint(dla_core: int | None = None) -> dict[str, Any]:
-    """What an engine is tied to: TensorRT version, GPU, compute capability, platform, DLA core."""
-    import tensorrt as trt
-    import torch
-
-    major, minor = torch.cuda.get_device_capability()
-    return {
-        "tensorrt": str(trt.__version__),
-        "gpu": torch.cuda.get_device_name(),
-        "compute_capability": f"{major}.{minor}",
-        "platform": _platform(),
-        "dla_core": dla_core,
-    }
-
-
-def _platform() -> str:
-    """``machine`` plus the L4T release on a Jetson (``aarch64 L4T R36.4.0``)."""
-    release = Path("/etc/nv_tegra_release")
-    if release.is_file():
-        first = release.read_text(encoding="utf-8", errors="replace").split(",")[:2]
-        parts = [p.strip().lstrip("# ") for p in first]
-        return f"{platform.machine()} L4T {parts[0]}.{parts[1].replace('REVISION: ', '')}".strip()
-    return platform.machine()
-
-
-def fingerprint_mismatch(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Human-readable differences between an engine's fingerprint and this device's."""
-    return [
-        f"{key}: engine {recorded.get(key)!r}, here {current.get(key)!r}"
-        for key in FINGERPRINT_KEYS
-        if recorded.get(key) != current.get(key)
-    ]
+__all__ = [
+    "ENGINE_FILE",
+    "FINGERPRINT_KEYS",
+    "ONNX_FILES",
+    "EngineError",
+    "TensorRTRunner",
+    "TensorRTTarget",
+    "build_engine",
+    "check_engine",
+    "cuda_available",
+    "device_fingerprint",
+    "fingerprint_mismatch",
+    "prepare_onnx",
+    "weakly_typed",
+]
 
 
 def to_fp16_onnx(onnx_in: Path, onnx_out: Path) -> None:
@@ -154,47 +127,6 @@ def build_engine(
     }
 
 
-class TensorRTRunner(Runner):
-    """A deserialized engine run with execute_async_v3 on torch CUDA buffers."""
-
-    def __init__(self, engine_path: Path, *, dla_core: int | None) -> None:
-        import tensorrt as trt
-        import torch
-
-        self._torch = torch
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(self._logger)
-        if dla_core is not None:
-            runtime.DLA_core = dla_core
-        self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
-        if self.engine is None:
-            raise EngineError(f"TensorRT {trt.__version__} cannot load {engine_path}; rebuild it on this device.")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        modes = {n: self.engine.get_tensor_mode(n) for n in names}
-        self.input_name = next(n for n in names if modes[n] == trt.TensorIOMode.INPUT)
-        self.output_name = next(n for n in names if modes[n] == trt.TensorIOMode.OUTPUT)
-        self.stream = torch.cuda.Stream()
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        torch = self._torch
-        with torch.cuda.stream(self.stream):
-            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to("cuda", non_blocking=True)
-            self.context.set_input_shape(self.input_name, tuple(x.shape))
-            self.context.set_tensor_address(self.input_name, x.data_ptr())
-            y = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=torch.float32, device="cuda")
-            self.context.set_tensor_address(self.output_name, y.data_ptr())
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise EngineError("TensorRT execute_async_v3 failed; see the log lines above.")
-            out = y.cpu()
-        self.stream.synchronize()
-        return out.numpy()
-
-    def close(self) -> None:
-        del self.context
-        del self.engine
-
-
 class TensorRTTarget(Target):
     """TensorRT on an NVIDIA GPU or Jetson (GPU or DLA)."""
 
@@ -243,16 +175,6 @@ class TensorRTTarget(Target):
         self.require()
         check_engine(recorded, artifact.folder or Path("."))
         return TensorRTRunner(artifact.model_path, dla_core=recorded.get("dla_core"))
-
-
-def check_engine(recorded: dict[str, Any], folder: Path) -> None:
-    """Refuse an engine built for another TensorRT, GPU, platform or DLA core."""
-    differences = fingerprint_mismatch(recorded, device_fingerprint(recorded.get("dla_core")))
-    if differences:
-        raise EngineError(
-            f"the engine in {folder} was built for another device ({'; '.join(differences)}); engines only run "
-            "where they were built: rebuild it from the bundle's ONNX with 'edgetl compile BUNDLE'."
-        )
 
 
 def weakly_typed() -> bool:

@@ -1,0 +1,109 @@
+"""The model card of a bundle (card.json): what the model is, what it was validated on and how well, how it was
+made. Figures come from where they were measured: the bench report for the artifacts it ran, the host checks for
+TensorRT inputs (whose engines are built on the device)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgetl.runtime.preprocess import PreprocessSpec
+
+
+def search_summary(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """meta.json's recipe search without its space and trial list (the number of trials instead)."""
+    search = meta.get("search")
+    if not search:
+        return None
+    summary = {k: v for k, v in search.items() if k not in ("space", "trials")}
+    summary["trials"] = len(search.get("trials") or [])
+    return summary
+
+
+def model_card(
+    *,
+    name: str,
+    profile: dict[str, Any],
+    meta: dict[str, Any],
+    dataset_info: dict[str, Any],
+    good_class: str | None,
+    validated: dict[str, Any],
+    measured_by: str,
+    reference: dict[str, Any] | None,
+    versions: dict[str, Any],
+) -> dict[str, Any]:
+    """card.json's content. ``validated``: precision -> figures on the test split (with intervals where the
+    report has them) and the threshold; ``reference``: the FP32 PyTorch model's test figures, when measured."""
+    spec = PreprocessSpec.model_validate(meta["preprocess"])
+    counts = dataset_info.get("counts", {})
+    return {
+        "name": name,
+        "profile": profile["name"],
+        "backend": profile["backend"],
+        "device": profile.get("device"),
+        "arch": meta["arch"],
+        "classes": list(meta["classes"]),
+        "good_class": good_class,
+        "input": {
+            "shape": [1, spec.channels, spec.input_size, spec.input_size],
+            "dtype": spec.dtype,
+            "layout": spec.layout,
+            "preprocess": spec.model_dump(mode="json"),
+        },
+        "validated_on": {
+            "split": "test",
+            "images": sum(counts.get("test", {}).values()),
+            "per_class": counts.get("test", {}),
+            "dataset_sha256": dataset_info.get("hash"),
+            "source": dataset_info.get("source"),
+            "groups": (dataset_info.get("groups") or {}).get("independent"),
+            "measured_by": measured_by,
+        },
+        "figures": validated,
+        "fp32_reference": reference,
+        "training": {
+            key: meta.get(key) for key in ("strategy", "trained_from_block", "best_epoch", "epochs_run", "val_metrics")
+        },
+        "recipe": meta.get("recipe"),
+        "search": search_summary(meta),
+        "dataset_sha256": dataset_info.get("hash"),
+        "versions": versions,
+    }
+
+
+def _rate(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _interval(metrics: dict[str, Any], key: str) -> str:
+    """' [low, high]' when the report carries a 95 % interval for ``key``."""
+    intervals = metrics.get("intervals") or {}
+    span = intervals.get(key) if isinstance(intervals, dict) else None
+    if span is None:
+        span = metrics.get(f"{key}_interval")
+    return f" [{span[0]:.4f}, {span[1]:.4f}]" if isinstance(span, list | tuple) and len(span) == 2 else ""
+
+
+def figure_lines(card: dict[str, Any]) -> list[str]:
+    """Markdown lines for the bundle README: the validation data and each precision's figures."""
+    data = card["validated_on"]
+    lines = [
+        "## Validated on",
+        "",
+        f"{data['images']} test images ({', '.join(f'{k}: {v}' for k, v in data['per_class'].items())}), dataset "
+        f"sha256 {str(data['dataset_sha256'])[:12]}..., measured by {data['measured_by']}.",
+        "",
+        "| precision | accuracy | balanced accuracy | defect recall | false reject | threshold |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for precision, figures in card["figures"].items():
+        metrics = figures.get("metrics") or {}
+        binary = metrics.get("binary") or {}
+        tuned = (figures.get("threshold") or {}).get("threshold")
+        lines.append(
+            f"| {precision} | {_rate(metrics.get('accuracy'))}{_interval(metrics, 'accuracy')} "
+            f"| {_rate(metrics.get('balanced_accuracy'))}{_interval(metrics, 'balanced_accuracy')} "
+            f"| {_rate(binary.get('defect_recall'))}{_interval(binary, 'defect_recall')} "
+            f"| {_rate(binary.get('false_reject'))}{_interval(binary, 'false_reject')} "
+            f"| {'-' if tuned is None else f'{tuned:.6g}'} |"
+        )
+    return lines

@@ -1,0 +1,18 @@
+"""A split's images as model inputs, preprocessed by the deploy-time code (the line runtime's)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgetl.data.dataset import Dataset
+from edgetl.runtime.preprocess import PreprocessSpec, preprocess_file
+
+
+def split_inputs(
+    dataset: Dataset, spec: PreprocessSpec, split: str, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Deploy-time preprocessed images of one split: (inputs, class indices, file names)."""
+    samples = dataset.split(split)[:limit]
+    x = np.concatenate([preprocess_file(s.path, spec) for s in samples])
+    y = np.array([dataset.label_index(s) for s in samples])
+    return x, y, [s.path.name for s in samples]
