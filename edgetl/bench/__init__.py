@@ -13,13 +13,13 @@ from typing import Any
 
 
 def run(run_dir: Path | str, *, targets: list[str] | None = None, **settings: Any) -> dict[str, Any]:
-    """Measure a run's compiled artifacts again (see :func:`edgetl.pipeline.stage_bench`); returns the report.
+    """Measure a run's compiled artifacts again (see :func:`edgetl.bench.stage.bench_stage`); returns the report.
 
     ``settings`` override the run's ``bench`` config (threads, deadline_ms, max_false_reject, iterations, ...).
     A run folder is what is measured today; a bundle folder will be accepted here once bundles exist.
     """
+    from edgetl.bench.stage import bench_stage
     from edgetl.config import BenchConfig, ConfigError
-    from edgetl.pipeline import stage_bench
     from edgetl.run import open_run
     from edgetl.targets.profiles import resolve_profile
 
@@ -30,7 +30,7 @@ def run(run_dir: Path | str, *, targets: list[str] | None = None, **settings: An
         raise ConfigError(f"bench settings: {exc}") from exc
     config = config.model_copy(update={"bench": bench_config})
     profiles = [resolve_profile(t) for t in (targets or config.targets)]
-    return stage_bench(config, run_folder, profiles)
+    return bench_stage(config, run_folder, profiles)
 
 
 class _CallableModule(types.ModuleType):
