@@ -252,6 +252,20 @@ class BenchConfig(StrictModel):
     warmup: int = Field(20, ge=0, description="Untimed runs before measuring.")
     warmup_seconds: float | None = Field(None, gt=0, description="Warm up for this long instead of `warmup` runs.")
     iterations: int = Field(200, ge=1, description="Timed batch-1 runs.")
+    blocks: int = Field(
+        5,
+        ge=1,
+        le=50,
+        description="Consecutive blocks the timed runs are cut into: every latency figure carries the spread "
+        "(min-max) of its blocks' p50 and p99.",
+    )
+    busy_wait_share: float = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="Flag the host busy (its latency figures unreliable) when a fixed reference workload, timed "
+        "before and after each artifact, waits for a CPU this share of its time or more.",
+    )
     duration_s: float | None = Field(None, gt=0, description="Time runs for this long instead of `iterations`.")
     threads: int | None = Field(None, ge=1, description="Threads per runtime; None: every core.")
     deadline_ms: float | None = Field(None, gt=0, description="Line takt: report the share of frames slower.")

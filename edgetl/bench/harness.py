@@ -196,7 +196,13 @@ def measure_artifacts(
     workdir: Path,
     log: Callable[[str], None] | None = None,
 ) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
-    """Run one worker per artifact folder, one after the other; returns (result, logits per split) each."""
+    """Run one worker per artifact folder, one after the other; returns (result, logits per split) each.
+
+    A reference workload is timed before and after each worker (``result['host_check']``, see
+    :mod:`edgetl.bench.host`): a busy host makes the latency figures unreliable and the report says so.
+    """
+    from edgetl.bench.host import host_check, reference_workload
+
     results = []
     with tempfile.TemporaryDirectory(prefix="edgetl-bench-") as tmp:
         files = {}
@@ -218,11 +224,17 @@ def measure_artifacts(
                 "e2e_iterations": settings.e2e_iterations,
                 "batch_sizes": settings.batch_sizes,
                 "throughput_seconds": settings.throughput_seconds,
+                "blocks": settings.blocks,
             }
             started = time.perf_counter()
+            before = reference_workload(threads=threads)
             result = run_worker(request, workdir)
+            result["host_check"] = host_check(
+                before, reference_workload(threads=threads), busy_wait_share=settings.busy_wait_share
+            )
             if log is not None:
-                log(f"measured {folder} in {time.perf_counter() - started:.1f} s")
+                busy = f"; {result['host_check']['note']}" if result["host_check"]["busy"] else ""
+                log(f"measured {folder} in {time.perf_counter() - started:.1f} s{busy}")
             logits = {split: np.load(path, allow_pickle=False) for split, path in result.pop("logits").items()}
             results.append((result, logits))
     return results
