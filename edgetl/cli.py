@@ -413,6 +413,27 @@ def bench(
 
 
 @app.command()
+def clean(
+    run: RunArg,
+    dry_run: Annotated[bool, typer.Option(help="List what would be removed, remove nothing.")] = False,
+) -> None:
+    """Remove what can be rebuilt from a run (caches, calibration pixels); never models, reports, configs or records."""
+    from edgetl.clean import clean_run, run_size
+    from edgetl.run import open_run
+
+    run_dir, _ = open_run(run)
+    removed = clean_run(run_dir, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for entry in removed:
+        typer.echo(f"{verb} {entry['path']} ({entry['bytes'] / 1e6:.1f} MB): {entry['rebuilt_by']}")
+    total = sum(entry["bytes"] for entry in removed)
+    typer.echo(
+        f"{verb} {len(removed)} files, {total / 1e6:.1f} MB; {run_dir.root} holds "
+        f"{run_size(run_dir)['bytes'] / 1e6:.1f} MB without its report files"
+    )
+
+
+@app.command()
 def compare(
     run_a: Annotated[Path, typer.Argument(help="Baseline: a run folder or its report.json.")],
     run_b: Annotated[Path, typer.Argument(help="Candidate: a run folder or its report.json.")],
