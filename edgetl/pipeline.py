@@ -304,10 +304,10 @@ def build(config: BuildConfig, *, force: bool = False, progress: bool = True, re
     t0 = time.perf_counter()
     report = stage_bench(config, run, profiles, timings=timings)
     _log(f"bench done in {time.perf_counter() - t0:.1f} s")
-    print_report(report)
     for name, manifest in bundles.items():
         _log(device_summary(run, name, manifest))
     _log(f"report: {run.root / 'report.html'}, {run.root / 'report.md'} and {run.root / 'report.json'}")
+    print_report(report)  # last: the verdict table and the recommendation per target end the console output
     return report
 
 

@@ -53,3 +53,30 @@ def test_a_quiet_host_is_not_flagged():
         f"the host stayed busy with other work (reference workload waiting shares {seen}, load average "
         f"{os.getloadavg()[0]:.1f} on {_cpus()} CPUs); the quiet case cannot be shown now"
     )
+
+
+def test_a_busy_host_makes_the_report_call_latency_unreliable(run_copy, monkeypatch):
+    import json
+
+    from hostile import invoke
+
+    import edgetl.bench.host
+
+    copy, _ = run_copy
+
+    def planted(*, threads: int, **_kwargs) -> dict:
+        return {"wall_ms": 90.0, "cpu_ms": 30.0, "waiting_share": 0.67, "threads": threads, "cpus": 2}
+
+    monkeypatch.setattr(edgetl.bench.host, "reference_workload", planted)
+    result = invoke(["bench", copy, "--target", "cpu", "--iterations", "3", "--warmup", "0",
+                     "--accept-max-p99-ms", "10000"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((copy / "report.json").read_text())
+    rows = [a for a in report["artifacts"] if a["target"] == "cpu"]
+    assert rows and all(a["host_check"]["busy"] for a in rows)
+    assert "unreliable" in result.output  # the console says so instead of printing the figure as a fact
+    md = (copy / "report.md").read_text()
+    assert "BUSY (waited 67 %): unreliable" in md and "unreliable latency (host busy while measuring)" in md
+    # A deadline met on a busy host is met on the point estimate only, never with confidence.
+    statuses = {c["status"] for v in report["acceptance"]["artifacts"] if v["target"] == "cpu" for c in v["criteria"]}
+    assert statuses == {"point_only"}

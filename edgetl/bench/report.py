@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edgetl.config import BenchConfig
+from edgetl.config import AcceptanceConfig, BenchConfig
 from edgetl.data.dataset import Dataset
 from edgetl.errors import EdgetlError
 from edgetl.files import read_json
@@ -49,8 +49,28 @@ def bundle_summaries(run: RunDir, *, log: Callable[[str], None] | None = None) -
     return summaries
 
 
+def training_history(run: RunDir) -> dict[str, list[float]] | None:
+    """train/history.csv as columns (epoch, losses, accuracies), for the report's training curves."""
+    import csv
+
+    path = run.train / "history.csv"
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    columns: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            try:
+                columns.setdefault(key, []).append(round(float(value), 6))
+            except (TypeError, ValueError):
+                continue
+    return columns or None
+
+
 def model_section(run: RunDir, meta: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
-    """report['model']: what was trained and how, and the FP32 PyTorch reference on the test split."""
+    """report['model']: what was trained and how, its training curves, and the FP32 PyTorch reference on the test
+    split."""
     return {
         **{k: meta[k] for k in ("arch", "strategy", "trained_from_block", "best_epoch", "val_metrics")},
         "classes": meta["classes"],
@@ -61,6 +81,7 @@ def model_section(run: RunDir, meta: dict[str, Any], reference: dict[str, Any]) 
         "test_metrics": reference["metrics"],
         "reference": reference,
         "parity": read_json(run.export / "parity.json") if (run.export / "parity.json").is_file() else {},
+        "history": training_history(run),
     }
 
 
@@ -77,16 +98,19 @@ def assemble_report(
     benched: list[str],
     timings: dict[str, float] | None,
     bench_seconds: float,
+    acceptance: AcceptanceConfig | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """The report dict (without schema_version) of this bench.
+    """The report dict (without schema_version) of this bench, with the acceptance verdict of every row.
 
     Args:
         results: one row per artifact measured now.
         benched: the targets measured now; the previous report's rows of other targets are kept.
         timings: seconds of the earlier stages (None: those of the previous report).
     """
+    from edgetl.bench.acceptance import judge_report
     from edgetl.bench.merge import merge_rows, previous_report
+    from edgetl.clean import run_size
     from edgetl.versions import host_info, library_versions
 
     add_vs_fp32(results)
@@ -116,4 +140,6 @@ def assemble_report(
         timings = previous.get("timings_s")
     if timings is not None:
         report["timings_s"] = dict(timings, bench=round(bench_seconds, 1))
+    report["acceptance"] = judge_report(report, acceptance or AcceptanceConfig())
+    report["run_size"] = run_size(run)
     return report

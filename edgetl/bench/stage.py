@@ -146,6 +146,7 @@ def bench_stage(
         benched=[p.name for p in profiles],
         timings=timings,
         bench_seconds=time.perf_counter() - started,
+        acceptance=config.acceptance,
         log=_log,
     )
     write_report(run.root, report)
