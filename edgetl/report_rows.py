@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgetl.bench.acceptance import STATUS_WORDS
+from edgetl.bench.acceptance import STATUS_WORDS, shown
 from edgetl.bench.host import is_busy
 
 
@@ -100,17 +100,10 @@ def artifact_rows(report: dict[str, Any]) -> list[list[str]]:
 
 def _judged_cell(entry: dict[str, Any]) -> str:
     """'0.520 [0.450, 0.590]: NOT MET' / '9.86 ms (blocks 9.50-10.20): met (95 %)'."""
-    value, span, unit = entry["figure"], entry["span"], entry["unit"]
-    if value is None:
+    if entry["figure"] is None:
         return STATUS_WORDS[entry["status"]] + (f" ({entry['note']})" if entry.get("note") else "")
-    if not unit:
-        shown = ci(value, span)
-    elif unit == "ms":
-        shown = f"{value:.2f} ms" + (f" (blocks {span[0]:.2f}-{span[1]:.2f})" if span else "")
-    else:
-        shown = f"{value:.1f} {unit}"
     busy = " (host busy)" if "busy" in (entry.get("note") or "") else ""
-    return f"{shown}: {STATUS_WORDS[entry['status']]}{busy}"
+    return f"{shown(entry)}: {STATUS_WORDS[entry['status']]}{busy}"
 
 
 def verdict_header(report: dict[str, Any]) -> list[str]:

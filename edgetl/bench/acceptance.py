@@ -127,7 +127,8 @@ def judge(criterion: Criterion, figure: float | None, span: list[float] | None, 
         return MET
     if span is None or busy:
         return POINT_ONLY
-    worst = span[0] if criterion.bound == "min" else span[1]
+    # The run's own p99 can lie past its slowest block's: the worse of the two decides.
+    worst = min(span[0], figure) if criterion.bound == "min" else max(span[1], figure)
     return MET if ok(worst) else POINT_ONLY
 
 
@@ -163,10 +164,16 @@ def artifact_verdict(row: dict[str, Any], crits: list[Criterion], *, require_con
     }
 
 
-def _fmt(value: float | None, unit: str) -> str:
+def shown(entry: dict[str, Any]) -> str:
+    """'0.520 [0.450, 0.590]', '9.86 ms (blocks 9.50-10.20)', '8.9 MB'."""
+    value, span, unit = entry["figure"], entry["span"], entry["unit"]
     if value is None:
-        return "-"
-    return f"{value:.3f}" if not unit else f"{value:.2f} {unit}"
+        return "not measured"
+    if not unit:
+        return f"{value:.3f}" + (f" [{span[0]:.3f}, {span[1]:.3f}]" if span else "")
+    if unit == "ms":
+        return f"{value:.2f} ms" + (f" (blocks {span[0]:.2f}-{span[1]:.2f})" if span else "")
+    return f"{value:.1f} {unit}"
 
 
 def _shortfall(entry: dict[str, Any]) -> float:
@@ -199,16 +206,18 @@ def recommend(target: str, verdicts: list[dict[str, Any]], rows: list[dict[str, 
     closest = min(entries[most], key=_shortfall)
     statuses = Counter(c["status"] for c in entries[most])
     why = ", ".join(f"{STATUS_WORDS[s]} on {n}" for s, n in statuses.items())
-    span = closest["span"]
-    shown = _fmt(closest["figure"], closest["unit"])
-    if span is not None:
-        shown += f" [{_fmt(span[0], closest['unit'])}, {_fmt(span[1], closest['unit'])}]"
+    hint = ""
+    if set(statuses) == {POINT_ONLY}:
+        hint = (
+            "; met on the point estimate but not with 95 % confidence: a quiet host (latency) or more test parts "
+            "(shares) can settle it, or --accept-point-estimates accepts the point estimates"
+        )
     return {
         "recommended": None,
         "precision": None,
         "fails_most": most,
         "line": f"{target}: no artifact meets the criteria; {closest['criterion']} fails most ({why} of "
-        f"{len(verdicts)}; closest {shown})",
+        f"{len(verdicts)}; closest {shown(closest)}){hint}",
     }
 
 

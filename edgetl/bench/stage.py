@@ -129,10 +129,11 @@ def bench_stage(
                 "details": artifact.details,
             }
         )
+        unreliable = " (unreliable: host busy)" if speed["host_check"]["busy"] else ""
         _log(
             f"bench {profile.name} {precision}: accuracy {section['metrics']['accuracy']:.4f}, "
             f"agreement {agree['top1_agreement']:.4f}, p50 {speed['latency_ms']['p50']:.2f} ms, "
-            f"end to end p50 {speed['end_to_end_ms']['p50']:.2f} ms"
+            f"end to end p50 {speed['end_to_end_ms']['p50']:.2f} ms{unreliable}"
         )
     report = assemble_report(
         run,
