@@ -280,3 +280,17 @@ def test_compare_calls_a_latency_change_real_only_past_both_spreads_on_a_quiet_h
     assert slower.rows[0]["speed"] == "slower" and not slower.passed
     busy = compare_reports(_timed(12.0, 11.9, 12.1), _timed(3.2, 3.1, 3.3, busy=True), max_latency_regression=5)
     assert busy.rows[0]["speed"] == "unreliable (host busy)" and busy.passed
+
+
+def test_benching_a_run_does_not_import_the_pipeline(run_copy):
+    import subprocess
+    import sys
+
+    copy, _ = run_copy
+    code = (
+        "import sys, edgetl; edgetl.bench(sys.argv[1], targets=['cpu'], iterations=2, warmup=0); "
+        "print('pipeline imported' if 'edgetl.pipeline' in sys.modules else 'pipeline not imported')"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "pipeline not imported"

@@ -155,3 +155,14 @@ def test_html_renders_in_headless_chromium(tiny_run, tmp_path: Path):
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.std() > 10, "the screenshot is nearly blank"
     assert (pixels < 128).mean() > 0.01, "hardly any dark pixels: text and charts did not render"
+
+
+def test_the_report_modules_form_no_cycle():
+    import ast
+
+    root = Path(__file__).parents[1] / "edgetl"
+    for name in ("report_rows", "report_sections", "report_md", "report_html", "report_charts"):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert "edgetl.report" not in imported, f"{name} imports edgetl.report: the cycle is back"
