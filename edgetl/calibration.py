@@ -1,4 +1,8 @@
-"""Calibration set: a stratified sample of the training split, preprocessed exactly as at deploy time."""
+"""Calibration set: a stratified sample of the training split, preprocessed exactly as at deploy time.
+
+The images are stored as the model's uint8 pixels (resized, channels converted; N, H, W, C), a quarter of the
+bytes of float32 tensors, and normalised by the same code as at deploy time when the set is loaded.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,12 @@ import numpy as np
 from edgetl.data.dataset import Dataset
 from edgetl.errors import IntegrityError, MissingInputError
 from edgetl.files import atomic_path, read_json, sha256_file, write_json_atomic
-from edgetl.preprocess import PreprocessSpec, preprocess_file
+from edgetl.preprocess import PreprocessSpec, decode_image, normalize, resized_uint8
 
 TENSORS = "calib.npy"
 MANIFEST = "manifest.json"
+# What calib.npy holds: the model's pixels before normalisation (runs made before this held float32 NCHW tensors).
+PIXELS = "uint8 NHWC pixels, normalised on load"
 
 
 @dataclass
@@ -48,13 +54,14 @@ def select_calibration(dataset: Dataset, samples: int, seed: int) -> list[int]:
 def build_calibration(
     dataset: Dataset, spec: PreprocessSpec, out_dir: Path, *, samples: int = 300, seed: int = 0
 ) -> CalibrationSet:
-    """Write out_dir/calib.npy and out_dir/manifest.json (source hashes, counts per class)."""
+    """Write out_dir/calib.npy (uint8 pixels) and out_dir/manifest.json (source hashes, counts per class)."""
     indices = select_calibration(dataset, samples, seed)
     chosen = [dataset.samples[i] for i in indices]
-    tensors = np.concatenate([preprocess_file(s.path, spec) for s in chosen]).astype(np.float32)
+    pixels = np.stack([resized_uint8(decode_image(s.path), spec) for s in chosen])
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / TENSORS) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, tensors)
+        np.save(handle, pixels)
+    tensors = normalize(pixels, spec)
     manifest = {
         "count": len(chosen),
         "seed": seed,
@@ -63,6 +70,7 @@ def build_calibration(
         "preprocess": spec.model_dump(mode="json"),
         "tensor_file": TENSORS,
         "tensor_sha256": sha256_file(out_dir / TENSORS),
+        "stored": PIXELS,
         "shape": list(tensors.shape),
         "files": [{"path": s.path.as_posix(), "label": s.label, "sha256": s.sha256} for s in chosen],
     }
@@ -71,12 +79,20 @@ def build_calibration(
 
 
 def load_calibration(out_dir: Path) -> CalibrationSet:
-    """Read a calibration folder back, checking the tensor file against its manifest."""
+    """Read a calibration folder back, checking the pixel file against its manifest; returns normalised tensors."""
     manifest_path = out_dir / MANIFEST
     if not manifest_path.is_file():
         raise MissingInputError(f"{manifest_path} is missing; run 'edgetl calibrate' (or 'edgetl build') first.")
     manifest = read_json(manifest_path)
     tensor_path = out_dir / manifest["tensor_file"]
+    if not tensor_path.is_file():
+        raise MissingInputError(
+            f"{tensor_path} is missing ('edgetl clean' removes it: it can be rebuilt); "
+            f"run 'edgetl calibrate {out_dir.parent}' to write it again."
+        )
     if sha256_file(tensor_path) != manifest["tensor_sha256"]:
         raise IntegrityError(f"{tensor_path} does not match {manifest_path}; re-run 'edgetl calibrate'.")
-    return CalibrationSet(np.load(tensor_path, allow_pickle=False), manifest)
+    stored = np.load(tensor_path, allow_pickle=False)
+    if stored.dtype == np.uint8:
+        stored = normalize(stored, PreprocessSpec.model_validate(manifest["preprocess"]))
+    return CalibrationSet(np.ascontiguousarray(stored, dtype=np.float32), manifest)

@@ -122,6 +122,119 @@ TargetOpt = Annotated[
 ]
 
 
+_ACCEPT = "Acceptance (judged per artifact on the test split)"
+MinClassRecallOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--accept-min-class-recall",
+        help="Minimum recall of each defect class (0.9), or of one class (crack=0.9, repeatable).",
+        rich_help_panel=_ACCEPT,
+    ),
+]
+MinDefectRecallOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--accept-min-defect-recall",
+        help="Minimum share of defective parts rejected at the tuned threshold.",
+        rich_help_panel=_ACCEPT,
+    ),
+]
+MaxFalseRejectOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--accept-max-false-reject",
+        help="Maximum share of good parts rejected at the tuned threshold (test split).",
+        rich_help_panel=_ACCEPT,
+    ),
+]
+MinBalancedAccuracyOpt = Annotated[
+    float | None,
+    typer.Option("--accept-min-balanced-accuracy", help="Minimum balanced accuracy.", rich_help_panel=_ACCEPT),
+]
+MaxP99Opt = Annotated[
+    float | None,
+    typer.Option("--accept-max-p99-ms", help="Deadline on the compute p99 (ms).", rich_help_panel=_ACCEPT),
+]
+MaxE2eP99Opt = Annotated[
+    float | None,
+    typer.Option("--accept-max-e2e-p99-ms", help="Deadline on the end-to-end p99 (ms).", rich_help_panel=_ACCEPT),
+]
+MaxSizeOpt = Annotated[
+    float | None, typer.Option("--accept-max-size-mb", help="Largest model size (MB).", rich_help_panel=_ACCEPT)
+]
+MaxMemoryOpt = Annotated[
+    float | None,
+    typer.Option("--accept-max-memory-mb", help="Largest peak resident memory (MB).", rich_help_panel=_ACCEPT),
+]
+PointEstimatesOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--accept-point-estimates/--accept-with-confidence",
+        help="Pass a criterion on its point estimate (default: only when met with 95 % confidence).",
+        rich_help_panel=_ACCEPT,
+    ),
+]
+RequireAcceptanceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--require-acceptance",
+        help="Exit 3 when a target has no artifact that meets the acceptance criteria (for CI of model updates).",
+        rich_help_panel=_ACCEPT,
+    ),
+]
+
+
+def _class_recall(values: list[str] | None) -> float | dict[str, float] | None:
+    """--accept-min-class-recall values: one share for every defect class, or class=share pairs."""
+    from edgetl.config import ConfigError
+
+    if not values:
+        return None
+    try:
+        if len(values) == 1 and "=" not in values[0]:
+            return float(values[0])
+        pairs = [value.split("=", 1) for value in values]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError
+        return {name.strip(): float(share) for name, share in pairs}
+    except ValueError:
+        raise ConfigError(
+            f"--accept-min-class-recall {' '.join(values)}: give one share (0.9) or class=share pairs (crack=0.9)."
+        ) from None
+
+
+def _acceptance(class_recall: list[str] | None, point_estimates: bool | None, **limits: float | None) -> dict[str, Any]:
+    """The acceptance criteria given on the command line (keys of AcceptanceConfig; absent ones left out)."""
+    given: dict[str, Any] = {k: v for k, v in limits.items() if v is not None}
+    recall = _class_recall(class_recall)
+    if recall is not None:
+        given["min_class_recall"] = recall
+    if point_estimates is not None:
+        given["require_confidence"] = not point_estimates
+    return given
+
+
+def _require_criteria(acceptance: Any) -> None:
+    """--require-acceptance without a criterion would pass every build: refuse it before anything runs."""
+    from edgetl.config import ConfigError
+
+    if not acceptance.criteria_set():
+        raise ConfigError(
+            "--require-acceptance needs acceptance criteria: set acceptance: in the config (min_defect_recall, "
+            "max_false_reject, max_p99_ms, ...) or pass --accept-* options."
+        )
+
+
+def _exit_unless_accepted(report: dict[str, Any]) -> None:
+    """Exit 3 (after the verdict was printed) when a target has no artifact that meets the criteria."""
+    section = report.get("acceptance") or {}
+    if not section.get("accepted"):
+        _say_error("acceptance criteria not met: no artifact meets them for " + ", ".join(
+            t for t, r in section.get("targets", {}).items() if not r.get("recommended")
+        ) + " (exit code 3)")  # fmt: skip
+        raise typer.Exit(code=3)
+
+
 def _config(config: Path | None, data: Path | None, overrides: dict[str, Any]) -> Any:
     from edgetl.config import ConfigError, build_config_from_dict, load_build_config, set_dotted
 
@@ -170,8 +283,29 @@ def build(
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted build: training goes on from its last epoch.")
     ] = False,
+    accept_min_class_recall: MinClassRecallOpt = None,
+    accept_min_defect_recall: MinDefectRecallOpt = None,
+    accept_max_false_reject: MaxFalseRejectOpt = None,
+    accept_min_balanced_accuracy: MinBalancedAccuracyOpt = None,
+    accept_max_p99_ms: MaxP99Opt = None,
+    accept_max_e2e_p99_ms: MaxE2eP99Opt = None,
+    accept_max_size_mb: MaxSizeOpt = None,
+    accept_max_memory_mb: MaxMemoryOpt = None,
+    accept_point_estimates: PointEstimatesOpt = None,
+    require_acceptance: RequireAcceptanceOpt = False,
 ) -> None:
-    """Run the whole chain: data, train, export, calibrate, compile, bench, report."""
+    """Run the whole chain: data, train, export, calibrate, compile, bench, report; end with the verdict."""
+    acceptance = _acceptance(
+        accept_min_class_recall,
+        accept_point_estimates,
+        min_defect_recall=accept_min_defect_recall,
+        max_false_reject=accept_max_false_reject,
+        min_balanced_accuracy=accept_min_balanced_accuracy,
+        max_p99_ms=accept_max_p99_ms,
+        max_e2e_p99_ms=accept_max_e2e_p99_ms,
+        max_size_mb=accept_max_size_mb,
+        max_memory_mb=accept_max_memory_mb,
+    )
     cfg = _config(
         config,
         data,
@@ -185,11 +319,16 @@ def build(
             "train.device": device,
             "train.budget_minutes": budget_minutes,
             "train.search.storage": study_storage,
+            **{f"acceptance.{key}": value for key, value in acceptance.items()},
         },
     )
+    if require_acceptance:
+        _require_criteria(cfg.acceptance)
     from edgetl.pipeline import build as run_build
 
-    run_build(cfg, force=force, resume=resume)
+    report = run_build(cfg, force=force, resume=resume)
+    if require_acceptance:
+        _exit_unless_accepted(report)
 
 
 @app.command()
@@ -389,8 +528,19 @@ def bench(
     warmup_seconds: Annotated[float | None, typer.Option(help="Warm up for this long instead.")] = None,
     iterations: Annotated[int | None, typer.Option(help="Timed runs.")] = None,
     duration: Annotated[float | None, typer.Option(help="Time runs for this many seconds instead.")] = None,
+    accept_min_class_recall: MinClassRecallOpt = None,
+    accept_min_defect_recall: MinDefectRecallOpt = None,
+    accept_max_false_reject: MaxFalseRejectOpt = None,
+    accept_min_balanced_accuracy: MinBalancedAccuracyOpt = None,
+    accept_max_p99_ms: MaxP99Opt = None,
+    accept_max_e2e_p99_ms: MaxE2eP99Opt = None,
+    accept_max_size_mb: MaxSizeOpt = None,
+    accept_max_memory_mb: MaxMemoryOpt = None,
+    accept_point_estimates: PointEstimatesOpt = None,
+    require_acceptance: RequireAcceptanceOpt = False,
 ) -> None:
-    """Measure accuracy and latency of compiled artifacts (one process each); rewrite the report.
+    """Measure accuracy and latency of compiled artifacts (one process each); rewrite the report; end with the
+    verdict of the run's acceptance criteria (overridden by --accept-* options).
 
     On a bundle folder: the latency of every precision here (engines where built, else ONNX Runtime).
     """
@@ -404,8 +554,24 @@ def bench(
             typer.echo(f"{row['precision']} on {row['runtime']}: p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms")
         return
     from edgetl.bench import run as bench_run
+    from edgetl.config import AcceptanceConfig
     from edgetl.report import print_report
+    from edgetl.run import open_run
 
+    acceptance = _acceptance(
+        accept_min_class_recall,
+        accept_point_estimates,
+        min_defect_recall=accept_min_defect_recall,
+        max_false_reject=accept_max_false_reject,
+        min_balanced_accuracy=accept_min_balanced_accuracy,
+        max_p99_ms=accept_max_p99_ms,
+        max_e2e_p99_ms=accept_max_e2e_p99_ms,
+        max_size_mb=accept_max_size_mb,
+        max_memory_mb=accept_max_memory_mb,
+    )
+    if require_acceptance:
+        criteria = {**open_run(run)[1].acceptance.model_dump(), **acceptance}
+        _require_criteria(AcceptanceConfig.model_validate(criteria))
     settings = {
         "threads": threads,
         "deadline_ms": deadline_ms,
@@ -415,9 +581,34 @@ def bench(
         "iterations": iterations,
         "duration_s": duration,
     }
-    report = bench_run(run, targets=target, **{k: v for k, v in settings.items() if v is not None})
-    print_report(report)
+    report = bench_run(
+        run, targets=target, acceptance=acceptance, **{k: v for k, v in settings.items() if v is not None}
+    )
     typer.echo(f"report: {Path(run) / 'report.html'}")
+    print_report(report)
+    if require_acceptance:
+        _exit_unless_accepted(report)
+
+
+@app.command()
+def clean(
+    run: RunArg,
+    dry_run: Annotated[bool, typer.Option(help="List what would be removed, remove nothing.")] = False,
+) -> None:
+    """Remove what can be rebuilt from a run (caches, calibration pixels); never models, reports, configs or records."""
+    from edgetl.clean import clean_run, run_size
+    from edgetl.run import open_run
+
+    run_dir, _ = open_run(run)
+    removed = clean_run(run_dir, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for entry in removed:
+        typer.echo(f"{verb} {entry['path']} ({entry['bytes'] / 1e6:.1f} MB): {entry['rebuilt_by']}")
+    total = sum(entry["bytes"] for entry in removed)
+    typer.echo(
+        f"{verb} {len(removed)} files, {total / 1e6:.1f} MB; {run_dir.root} holds "
+        f"{run_size(run_dir)['bytes'] / 1e6:.1f} MB without its report files"
+    )
 
 
 @app.command()

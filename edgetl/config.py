@@ -252,6 +252,20 @@ class BenchConfig(StrictModel):
     warmup: int = Field(20, ge=0, description="Untimed runs before measuring.")
     warmup_seconds: float | None = Field(None, gt=0, description="Warm up for this long instead of `warmup` runs.")
     iterations: int = Field(200, ge=1, description="Timed batch-1 runs.")
+    blocks: int = Field(
+        5,
+        ge=1,
+        le=50,
+        description="Consecutive blocks the timed runs are cut into: every latency figure carries the spread "
+        "(min-max) of its blocks' p50 and p99.",
+    )
+    busy_wait_share: float = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="Flag the host busy (its latency figures unreliable) when a fixed reference workload, timed "
+        "before and after each artifact, waits for a CPU this share of its time or more.",
+    )
     duration_s: float | None = Field(None, gt=0, description="Time runs for this long instead of `iterations`.")
     threads: int | None = Field(None, ge=1, description="Threads per runtime; None: every core.")
     deadline_ms: float | None = Field(None, gt=0, description="Line takt: report the share of frames slower.")
@@ -266,6 +280,54 @@ class BenchConfig(StrictModel):
         0.05, ge=0, le=1, description="Flag a slice whose balanced accuracy is this far below the other images'."
     )
     min_slice_images: int = Field(20, ge=1, description="Smaller slices are reported but never flagged.")
+
+
+class AcceptanceConfig(StrictModel):
+    """What the line asks of a model before it is deployed, judged for every artifact on the test split.
+
+    Each criterion is met (with 95 % confidence: the whole interval, or the slowest block, is on the right side),
+    met on the point estimate only, or not met. None leaves a criterion out.
+    """
+
+    min_class_recall: float | dict[str, float] | None = Field(
+        None,
+        description="Minimum recall (top-1 class) of each defect class: one share for every class but the good "
+        "one, or a mapping class -> share (any class, e.g. {crack: 0.9}).",
+    )
+    min_defect_recall: float | None = Field(
+        None, ge=0, le=1, description="Minimum share of defective test parts rejected at the tuned threshold."
+    )
+    max_false_reject: float | None = Field(
+        None, ge=0, le=1, description="Maximum share of good test parts rejected at the tuned threshold."
+    )
+    min_balanced_accuracy: float | None = Field(None, ge=0, le=1, description="Minimum test balanced accuracy.")
+    max_p99_ms: float | None = Field(
+        None, gt=0, description="Deadline on the compute latency p99 (ms, batch 1, preprocessed tensor in)."
+    )
+    max_e2e_p99_ms: float | None = Field(
+        None, gt=0, description="Deadline on the end-to-end latency p99 (ms: read, decode, preprocess, infer)."
+    )
+    max_size_mb: float | None = Field(None, gt=0, description="Largest model file(s) on disk, MB.")
+    max_memory_mb: float | None = Field(
+        None, gt=0, description="Largest peak resident memory while loading and running the model, MB."
+    )
+    require_confidence: bool = Field(
+        True,
+        description="An artifact passes only when every criterion is met with 95 % confidence; false: the point "
+        "estimates suffice (the verdict still tells the two apart).",
+    )
+
+    @model_validator(mode="after")
+    def _recall_shares(self) -> AcceptanceConfig:
+        shares = self.min_class_recall
+        values = shares.values() if isinstance(shares, dict) else [] if shares is None else [shares]
+        if any(not 0 <= v <= 1 for v in values):
+            raise ValueError("acceptance.min_class_recall takes shares between 0 and 1")
+        return self
+
+    def criteria_set(self) -> bool:
+        """True when at least one criterion is given."""
+        return any(v not in (None, {}) for k, v in self.model_dump().items() if k != "require_confidence")
 
 
 class PreprocessConfig(StrictModel):
@@ -291,6 +353,7 @@ class BuildConfig(StrictModel):
     export: ExportConfig = Field(default_factory=ExportConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
+    acceptance: AcceptanceConfig = Field(default_factory=AcceptanceConfig)
 
     @property
     def run_dir(self) -> Path:

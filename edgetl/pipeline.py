@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
-import numpy as np
-
 from edgetl.bundle.build import stage_bundle
-from edgetl.bundle.summary import bundle_summaries, device_summary
+from edgetl.bundle.summary import device_summary
 from edgetl.config import BuildConfig
-from edgetl.custody import check_artifacts, check_inputs, read_meta, verified_split
+from edgetl.custody import check_inputs, read_meta, verified_split
 from edgetl.data.dataset import Dataset, prepare_dataset
 from edgetl.data.inputs import split_inputs as _split_inputs
 from edgetl.errors import MissingInputError
-from edgetl.files import atomic_dir, read_json, require_writable, sha256_file
+from edgetl.files import atomic_dir, sha256_file
 from edgetl.lock import writes_run
 from edgetl.run import RunDir, init_run, write_run_config
 from edgetl.targets.profiles import TargetProfile, resolve_profile
@@ -135,165 +132,16 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
     return artifacts
 
 
-def threshold_source(run: RunDir, dataset: Dataset) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """The recipe search's out-of-fold logits on train+val, when the validation split is too small to tune a
-    reject threshold on its own (dataset.json's ``validation``) and the search left them (train/oof.npz)."""
-    validation = dataset.info.get("validation")
-    oof_file = run.train / "oof.npz"
-    if not isinstance(validation, dict) or validation.get("adequate", True) or not oof_file.is_file():
-        return None
-    with np.load(oof_file, allow_pickle=False) as data:
-        logits, labels, paths = data["logits"], data["labels"], data["paths"]
-    pool = {s.path.as_posix() for s in dataset.samples if s.split in ("train", "val")}
-    if set(paths.tolist()) != pool:
-        _log(f"{oof_file} does not match this run's train+val split; thresholds are tuned on the validation split")
-        return None
-    return logits, labels, f"out-of-fold predictions of the cross-validated recipe ({len(labels)} train+val images)"
-
-
-@writes_run("bench")
 def stage_bench(
     config: BuildConfig, run: RunDir, profiles: list[TargetProfile], *, timings: dict[str, float] | None = None
 ) -> dict[str, Any]:
-    """Measure every compiled artifact (each in its own process); write report.json / .md / .html.
+    """Measure every compiled artifact and write the report: :func:`edgetl.bench.stage.bench_stage`."""
+    from edgetl.bench.stage import bench_stage
 
-    Accuracy is on the test split against the FP32 PyTorch model; the reject threshold of a two-class model is
-    tuned on the validation split for each artifact and stored beside it (threshold.json).
-    ``timings`` (seconds per earlier stage; default: those of the run's last report) are recorded in the
-    report with this stage's own.
-    """
-    started = time.perf_counter()
-    from edgetl.bench.accuracy import agreement, disagreeing_images, good_class_index
-    from edgetl.bench.harness import accuracy_section, measure_artifacts, reference_logits, write_threshold
-    from edgetl.bench.merge import merge_rows, previous_report
-    from edgetl.preprocess import PreprocessSpec
-    from edgetl.report import write_report
-    from edgetl.targets import Artifact, get_target
-    from edgetl.versions import host_info, library_versions
-
-    settings = config.bench
-    threads = settings.threads or os.cpu_count() or 1
-    meta = read_meta(run)
-    spec = PreprocessSpec.model_validate(meta["preprocess"])
-    dataset = verified_split(run, "bench")
-    inputs, labels = {}, {}
-    for split in ("val", "test"):
-        inputs[split], labels[split], _ = _split_inputs(dataset, spec, split)
-    test_samples = dataset.split("test")
-    paths = [str(s.path) for s in test_samples]
-    slices = [s.slice for s in test_samples]
-    classes = list(dataset.classes)
-    train_counts = [sum(1 for s in dataset.split("train") if s.label == c) for c in classes]
-    good = good_class_index(classes, good=settings.good_class, counts=train_counts)
-    reference = reference_logits(
-        run.train / "model.pt", inputs, run.root / "bench" / "reference_logits.npz", threads=threads
-    )
-    groups = [s.group for s in test_samples]
-    tune_on = threshold_source(run, dataset)
-    if tune_on is not None:
-        _log(f"reject thresholds: tuned on the {tune_on[2]}")
-
-    def section_of(logits: dict[str, np.ndarray]) -> dict[str, Any]:
-        return accuracy_section(logits, labels, classes, slices, settings, good, groups=groups, tune_on=tune_on)
-
-    ref_section = section_of(reference)
-    _log(f"inputs and PyTorch FP32 reference logits ready in {time.perf_counter() - started:.1f} s")
-    measurable = []
-    for profile in profiles:
-        if get_target(profile.backend).is_available():
-            measurable.append(profile)
-        else:
-            where = "its bundle's host checks stand in" if profile.tensorrt else "measure it where it is installed"
-            _log(f"bench {profile.name}: {profile.backend} cannot run here; {where}.")
-    folders = [(p, precision, run.target(p.name, precision)) for p in measurable for precision in p.precisions]
-    artifacts = [Artifact.read(folder) for _, _, folder in folders]
-    check_artifacts(run, artifacts)
-    require_writable(run.root, *(folder for _, _, folder in folders))
-    measured = measure_artifacts(
-        [folder for _, _, folder in folders],
-        inputs,
-        [s.path for s in test_samples],
-        settings,
-        threads=threads,
-        workdir=run.root,
-        log=_log,
-    )
-    results: list[dict[str, Any]] = []
-    side_files = []  # written after the report, so a failed write never loses the measurements
-    for (profile, precision, folder), artifact, (speed, logits) in zip(folders, artifacts, measured, strict=True):
-        section = section_of(logits)
-        if section["threshold"] is not None and good is not None:
-            side_files.append((folder, section["threshold"]))
-        agree = agreement(logits["test"], reference["test"])
-        results.append(
-            {
-                "target": profile.name,
-                "backend": profile.backend,
-                "precision": precision,
-                "path": str(artifact.model_path),
-                "size_bytes": artifact.size_bytes,
-                **section,
-                **speed,
-                "fp32_agreement": agree["top1_agreement"],
-                "logits_vs_fp32": agree,
-                "disagreements": disagreeing_images(logits["test"], reference["test"], paths, labels["test"], classes),
-                "details": artifact.details,
-            }
-        )
-        _log(
-            f"bench {profile.name} {precision}: accuracy {section['metrics']['accuracy']:.4f}, "
-            f"agreement {agree['top1_agreement']:.4f}, p50 {speed['latency_ms']['p50']:.2f} ms, "
-            f"end to end p50 {speed['end_to_end_ms']['p50']:.2f} ms"
-        )
-    for r in results:
-        base = next((b for b in results if b["target"] == r["target"] and b["precision"] == "fp32"), None)
-        if base is not None:
-            r["vs_fp32"] = {
-                "accuracy_delta": r["metrics"]["accuracy"] - base["metrics"]["accuracy"],
-                "p50_ratio": r["latency_ms"]["p50"] / base["latency_ms"]["p50"],
-            }
-    report: dict[str, Any] = {
-        "run": run.root.name,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "dataset": dataset.info,
-        "model": {
-            **{k: meta[k] for k in ("arch", "strategy", "trained_from_block", "best_epoch", "val_metrics")},
-            "classes": meta["classes"],
-            "preprocess": meta["preprocess"],
-            "timings": meta.get("timings", {}),
-            "recipe": meta.get("recipe"),
-            "search": {k: v for k, v in meta["search"].items() if k != "space"} if meta.get("search") else None,
-            "test_metrics": ref_section["metrics"],
-            "reference": ref_section,
-            "parity": read_json(run.export / "parity.json") if (run.export / "parity.json").is_file() else {},
-        },
-        "bench": {
-            **settings.model_dump(mode="json"),
-            "threads": threads,
-            "good_class": None if good is None else classes[good],
-            "isolation": "one process per artifact",
-        },
-        "host": host_info(),
-        "versions": library_versions(),
-        "artifacts": results,
-    }
-    bundles = bundle_summaries(run)
-    if bundles:
-        report["bundles"] = bundles
-    previous = previous_report(run.root)
-    report["artifacts"], kept = merge_rows(previous, report, benched=[p.name for p in profiles])
-    if kept:
-        _log(f"report.json keeps the earlier rows of {', '.join(kept)} (not benched now)")
-    if timings is None and previous is not None:
-        timings = previous.get("timings_s")
-    if timings is not None:
-        report["timings_s"] = dict(timings, bench=round(time.perf_counter() - started, 1))
-    write_report(run.root, report)
-    for folder, threshold in side_files:
-        write_threshold(folder, threshold, classes=classes, good_index=good)
-    return read_json(run.root / "report.json")
+    return bench_stage(config, run, profiles, timings=timings)
 
 
+@writes_run("build")
 def build(config: BuildConfig, *, force: bool = False, progress: bool = True, resume: bool = False) -> dict[str, Any]:
     """Run every stage for every target; returns the report (also in runs/<name>/report.json).
 
@@ -338,8 +186,8 @@ def build(config: BuildConfig, *, force: bool = False, progress: bool = True, re
             _log(
                 f"no bundle for {p.name}: {p.backend} is not installed here, so the bench could not tune its thresholds"
             )
-    print_report(report)
     for name, manifest in bundles.items():
         _log(device_summary(run, name, manifest))
     _log(f"report: {run.root / 'report.html'}, {run.root / 'report.md'} and {run.root / 'report.json'}")
+    print_report(report)  # last: the verdict table and the recommendation per target end the console output
     return report

@@ -250,3 +250,47 @@ def test_compare_calls_a_change_inside_both_intervals_no_change():
     assert noisy.rows[0]["quality"] == "no change (inside both intervals)" and noisy.passed
     real = compare_reports(with_intervals(0.95, 0.01), with_intervals(0.85, 0.01), max_accuracy_drop=1)
     assert real.rows[0]["quality"] == "worse" and not real.passed
+
+
+def test_every_latency_figure_carries_the_spread_of_its_blocks():
+    from edgetl.bench.latency import block_spread
+
+    ms = np.array([1.0] * 10 + [2.0] * 10 + [3.0] * 10 + [4.0] * 10 + [5.0] * 10)
+    spread = block_spread(ms, blocks=5)
+    assert spread["blocks"] == 5 and spread["calls_per_block"] == 10
+    assert spread["p50"] == {"median": 3.0, "min": 1.0, "max": 5.0}
+    assert summarize(ms)["spread"]["p99"]["max"] == 5.0
+    assert block_spread(np.array([2.0, 4.0]), blocks=5)["blocks"] == 2  # fewer calls than blocks
+
+
+def _timed(p50: float, low: float, high: float, *, busy: bool = False) -> dict:
+    report = _report(p50, 0.9)
+    report["artifacts"][0]["latency_ms"]["spread"] = {"p50": {"median": p50, "min": low, "max": high}}
+    report["artifacts"][0]["host_check"] = {"busy": busy}
+    return report
+
+
+def test_compare_calls_a_latency_change_real_only_past_both_spreads_on_a_quiet_host():
+    real = compare_reports(_timed(10.0, 9.8, 10.3), _timed(8.0, 7.9, 8.2), max_latency_regression=5)
+    assert real.rows[0]["speed"] == "faster"
+    # 20 % slower, but one run's blocks ranged over 3 ms: no change, and the regression limit does not fire.
+    noisy = compare_reports(_timed(10.0, 8.5, 11.5), _timed(12.0, 11.8, 12.2), max_latency_regression=5)
+    assert noisy.rows[0]["speed"] == "no change (inside the spread)" and noisy.passed
+    slower = compare_reports(_timed(10.0, 9.9, 10.1), _timed(12.0, 11.8, 12.2), max_latency_regression=5)
+    assert slower.rows[0]["speed"] == "slower" and not slower.passed
+    busy = compare_reports(_timed(12.0, 11.9, 12.1), _timed(3.2, 3.1, 3.3, busy=True), max_latency_regression=5)
+    assert busy.rows[0]["speed"] == "unreliable (host busy)" and busy.passed
+
+
+def test_benching_a_run_does_not_import_the_pipeline(run_copy):
+    import subprocess
+    import sys
+
+    copy, _ = run_copy
+    code = (
+        "import sys, edgetl; edgetl.bench(sys.argv[1], targets=['cpu'], iterations=2, warmup=0); "
+        "print('pipeline imported' if 'edgetl.pipeline' in sys.modules else 'pipeline not imported')"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "pipeline not imported"

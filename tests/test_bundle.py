@@ -233,6 +233,8 @@ def test_every_target_gets_a_bundle_in_one_layout(tiny_run, profile: str, files:
         assert card["figures"][precision]["metrics"] == entry["metrics"]
         assert card["figures"][precision]["threshold"]["threshold"] == bench["threshold"]
     assert "edgetl bench" in card["validated_on"]["measured_by"] and card["fp32_reference"]
+    # The sign-off travels with the model: the bench's verdict line for this target.
+    assert card["acceptance"]["summary"] == report["acceptance"]["targets"][profile]["line"]
     readme = (folder / "README.md").read_text()
     extra = "onnxruntime" if profile == "cpu" else "openvino"
     assert f'pip install "edgetl[{extra}]"' in readme and f"edgetl predict {profile} images/" in readme

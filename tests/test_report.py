@@ -1,6 +1,7 @@
 """report.json follows its JSON Schema; report.md and the self-contained report.html hold every section."""
 
 import copy
+import html
 import re
 import shutil
 import subprocess
@@ -11,8 +12,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgetl.bench.acceptance import judge_report
+from edgetl.config import AcceptanceConfig
 from edgetl.report import SCHEMA_VERSION, markdown, report_schema, validate_report, write_report
 from edgetl.report_html import html_report
+
+# Every section of report.html and report.md, by id (the INT8 ladder only where an artifact records one).
+SECTION_IDS = (
+    "verdict",
+    "summary",
+    "data",
+    "per-class",
+    "confusion",
+    "training",
+    "search",
+    "ladder",
+    "latency",
+    "threshold",
+    "slices",
+    "agreement",
+    "run",
+)
 
 
 def test_schema_file_matches_the_code_version():
@@ -42,7 +62,8 @@ def test_schema_rejects_a_report_missing_a_section(tiny_run):
 
 
 def _with_slices_and_disagreement(report: dict, image: Path) -> dict:
-    """The tiny run has no slices and rarely a disagreement; add both so every section renders."""
+    """The tiny run has no slices, no INT8 ladder, no criteria and rarely a disagreement; add them all so every
+    section renders."""
     report = copy.deepcopy(report)
     a = report["artifacts"][-1]
     a["disagreements"] = [{"path": str(image), "label": "crack", "prediction": "good", "fp32": "crack"}]
@@ -50,6 +71,13 @@ def _with_slices_and_disagreement(report: dict, image: Path) -> dict:
     for holder in (report["model"]["reference"], *report["artifacts"]):
         holder["slices"] = {"mono": {**section, "flagged": False, "gap_to_rest": -0.1}, "poly": section}
     report["bench"]["deadline_ms"] = 1.0
+    int8 = next(x for x in report["artifacts"] if x["precision"] == "int8")
+    int8["details"]["ladder"] = [
+        {"rung": "minmax, per-channel", "agreement": 0.91, "passed": False},
+        {"rung": "stem in FP32", "agreement": 0.97, "passed": True, "chosen": True},
+    ]
+    criteria = AcceptanceConfig(min_class_recall=0.5, min_defect_recall=0.2, max_p99_ms=1000, max_size_mb=50)
+    report["acceptance"] = judge_report(report, criteria)
     return report
 
 
@@ -59,14 +87,45 @@ def test_markdown_and_html_have_every_section(tiny_run, tmp_path: Path):
     full = _with_slices_and_disagreement(report, image)
     validate_report(full)
     md = markdown(full)
-    for heading in ("## Latency", "## Defect detection", "## Per slice", "## Against FP32 PyTorch", image.name):
-        assert heading in md
-    assert "worse than the rest" in md
     page = html_report(full)
-    assert page.count("data:image/png;base64,") >= 5  # 4 charts + 1 thumbnail
+    for section in SECTION_IDS:
+        assert f'<a id="{section}"></a>' in md, section
+        assert f"<section id='{section}'>" in page, section
+    # The verdict comes first, in both.
+    assert md.index('id="verdict"') < md.index('id="summary"') and page.index("id='verdict'") < page.index("id='data'")
+    expected = ("recall of crack >= 0.500", "compute p99 <= 1000 ms", "worse than the rest", image.name, "stem in FP32")
+    for text in expected:
+        assert text in md and html.escape(text) in page, text
+    assert "{'" not in md and "{'" not in page, "a raw Python dict in the report"
+    assert "train/curves.png" in md  # the training curves: linked from Markdown, drawn in HTML
+    charts = ("accuracy_latency", "confusion", "training", "latency_distribution", "tradeoff", "slices")
+    for chart in charts:
+        assert f'id="chart-{chart}"' in page, chart
+    assert page.count("data:image/png;base64,") >= len(charts) + 1  # the charts + 1 thumbnail
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "the page must not load anything"
     write_report(tmp_path, {k: v for k, v in full.items() if k != "schema_version"})
     assert {p.name for p in tmp_path.iterdir()} >= {"report.json", "report.md", "report.html"}
+
+
+def test_the_report_states_the_run_size_and_what_can_be_rebuilt(tiny_run):
+    _, _, report, _, _ = tiny_run
+    size = report["run_size"]
+    assert size["bytes"] > size["rebuildable_bytes"] > 0
+    assert {f["path"] for f in size["rebuildable"]} == {"bench/reference_logits.npz", "calibration/calib.npy"}
+    assert f"holds {size['bytes'] / 1e6:.1f} MB" in markdown(report)
+
+
+def test_the_accuracy_axis_does_not_exaggerate_a_one_image_difference(tiny_run):
+    from edgetl.report_charts import accuracy_latency
+
+    report = copy.deepcopy(tiny_run[2])
+    for a in report["artifacts"]:  # every artifact within one image of perfect, tight intervals
+        a["metrics"]["balanced_accuracy"] = 0.99
+        a["metrics"]["intervals"]["balanced_accuracy"] = [0.985, 0.995]
+    report["model"]["test_metrics"]["balanced_accuracy"] = 1.0
+    report["model"]["test_metrics"]["intervals"]["balanced_accuracy"] = [0.99, 1.0]
+    low, high = accuracy_latency(report).axes[0].get_ylim()
+    assert high - low >= 0.1
 
 
 def _chromium() -> str | None:
@@ -79,17 +138,15 @@ def test_html_renders_in_headless_chromium(tiny_run, tmp_path: Path):
     page = tmp_path / "report.html"
     page.write_text(html_report(_with_slices_and_disagreement(report, next((images / "crack").iterdir()))))
     shot = tmp_path / "shot.png"
+    chromium = [str(_chromium()), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run", "--hide-scrollbars"]  # fmt: skip
+    dom = subprocess.run([*chromium, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    rendered = set(re.findall(r'<section id="([^"]+)"', dom.stdout))
+    assert set(SECTION_IDS) <= rendered, f"sections missing from the rendered page: {set(SECTION_IDS) - rendered}"
+    assert re.findall(r'<section id="([^"]+)"', dom.stdout)[0] == "verdict"
     subprocess.run(
-        [
-            str(_chromium()),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            f"--screenshot={shot}",
-            "--window-size=1280,3000",
-            page.as_uri(),
-        ],
+        [*chromium, f"--screenshot={shot}", "--window-size=1280,9000", page.as_uri()],
         capture_output=True,
         timeout=120,
         check=True,
@@ -98,3 +155,14 @@ def test_html_renders_in_headless_chromium(tiny_run, tmp_path: Path):
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.std() > 10, "the screenshot is nearly blank"
     assert (pixels < 128).mean() > 0.01, "hardly any dark pixels: text and charts did not render"
+
+
+def test_the_report_modules_form_no_cycle():
+    import ast
+
+    root = Path(__file__).parents[1] / "edgetl"
+    for name in ("report_rows", "report_sections", "report_md", "report_html", "report_charts"):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert "edgetl.report" not in imported, f"{name} imports edgetl.report: the cycle is back"

@@ -12,14 +12,21 @@ from pathlib import Path
 from typing import Any
 
 
-def run(run_dir: Path | str, *, targets: list[str] | None = None, **settings: Any) -> dict[str, Any]:
-    """Measure a run's compiled artifacts again (see :func:`edgetl.pipeline.stage_bench`); returns the report.
+def run(
+    run_dir: Path | str,
+    *,
+    targets: list[str] | None = None,
+    acceptance: dict[str, Any] | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Measure a run's compiled artifacts again (see :func:`edgetl.bench.stage.bench_stage`); returns the report.
 
-    ``settings`` override the run's ``bench`` config (threads, deadline_ms, max_false_reject, iterations, ...).
+    ``settings`` override the run's ``bench`` config (threads, deadline_ms, max_false_reject, iterations, ...),
+    ``acceptance`` its ``acceptance`` criteria (min_defect_recall, max_p99_ms, ...).
     A run folder is what is measured today; a bundle folder will be accepted here once bundles exist.
     """
-    from edgetl.config import BenchConfig, ConfigError
-    from edgetl.pipeline import stage_bench
+    from edgetl.bench.stage import bench_stage
+    from edgetl.config import AcceptanceConfig, BenchConfig, ConfigError
     from edgetl.run import open_run
     from edgetl.targets.profiles import resolve_profile
 
@@ -28,9 +35,13 @@ def run(run_dir: Path | str, *, targets: list[str] | None = None, **settings: An
         bench_config = BenchConfig.model_validate({**config.bench.model_dump(), **settings})
     except ValueError as exc:
         raise ConfigError(f"bench settings: {exc}") from exc
-    config = config.model_copy(update={"bench": bench_config})
+    try:
+        acceptance_config = AcceptanceConfig.model_validate({**config.acceptance.model_dump(), **(acceptance or {})})
+    except ValueError as exc:
+        raise ConfigError(f"acceptance criteria: {exc}") from exc
+    config = config.model_copy(update={"bench": bench_config, "acceptance": acceptance_config})
     profiles = [resolve_profile(t) for t in (targets or config.targets)]
-    return stage_bench(config, run_folder, profiles)
+    return bench_stage(config, run_folder, profiles)
 
 
 class _CallableModule(types.ModuleType):

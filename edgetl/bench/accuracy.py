@@ -17,7 +17,8 @@ def classification_metrics(
     y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], *, groups: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """Accuracy, balanced accuracy, per-class precision / recall / F1 / support, confusion matrix, and the 95 %
-    intervals of accuracy, balanced accuracy and every class's recall (``groups``: the part of each image)."""
+    intervals of accuracy, balanced accuracy and every class's recall and precision (``groups``: the part of each
+    image)."""
     from sklearn.metrics import (
         accuracy_score,
         balanced_accuracy_score,
@@ -57,6 +58,11 @@ def classification_metrics(
                 name: proportion_interval(y_pred[y_true == i] == i, None if g is None else g[y_true == i])
                 for i, name in enumerate(classes)
                 if np.any(y_true == i)
+            },
+            "precision": {
+                name: proportion_interval(y_true[y_pred == i] == i, None if g is None else g[y_pred == i])
+                for i, name in enumerate(classes)
+                if np.any(y_pred == i)
             },
         },
     }
@@ -141,6 +147,33 @@ def binary_metrics(
         "defect_recall": float(rejected[is_defect].mean()) if is_defect.any() else None,
         "false_reject": float(rejected[~is_defect].mean()) if (~is_defect).any() else None,
         "intervals": intervals,
+    }
+
+
+# Points of a trade-off curve kept in the report (evenly thinned beyond this; the corners of the curve stay).
+TRADEOFF_POINTS = 200
+
+
+def tradeoff_curve(scores: np.ndarray, is_defect: np.ndarray) -> dict[str, list[float]] | None:
+    """Defect recall against false-reject rate at every threshold (sklearn's ROC curve), compact for the report.
+
+    None when the images are all good or all defective.
+    """
+    from sklearn.metrics import roc_curve
+
+    is_defect = np.asarray(is_defect, dtype=bool)
+    if is_defect.all() or not is_defect.any():
+        return None
+    fpr, tpr, thresholds = roc_curve(is_defect, scores, drop_intermediate=True)
+    if len(fpr) > TRADEOFF_POINTS:
+        keep = np.unique(np.linspace(0, len(fpr) - 1, TRADEOFF_POINTS).astype(int))
+        fpr, tpr, thresholds = fpr[keep], tpr[keep], thresholds[keep]
+    # roc_curve's first threshold is +inf (reject nothing): just above 1 says the same in JSON.
+    thresholds = np.where(np.isfinite(thresholds), thresholds, np.nextafter(1.0, 2.0))
+    return {
+        "false_reject": [round(float(v), 5) for v in fpr],
+        "defect_recall": [round(float(v), 5) for v in tpr],
+        "threshold": [float(f"{v:.6g}") for v in thresholds],
     }
 
 

@@ -12,7 +12,8 @@ from edgetl.config import ConfigError
 from edgetl.errors import InvalidFileError
 from edgetl.files import read_json
 
-# Latency changes smaller than this (percent) are printed as unchanged: run-to-run noise on a busy host.
+# Latency changes smaller than this (percent) are printed as unchanged, whatever the spreads say: two sittings of
+# one host differ by a few percent even when each is steady.
 LATENCY_NOISE_PCT = 5.0
 
 
@@ -89,6 +90,32 @@ def _inside_intervals(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return all(overlaps(a[k], old[k], b[k], new[k]) for k in ("accuracy", "balanced_accuracy"))
 
 
+def _spread_width(latency: dict[str, Any]) -> float | None:
+    """max - min of the block p50s of one latency figure (None for reports from before blocks were kept)."""
+    p50 = (latency.get("spread") or {}).get("p50")
+    return None if not isinstance(p50, dict) else float(p50["max"]) - float(p50["min"])
+
+
+def latency_change(old: dict[str, Any], new: dict[str, Any]) -> tuple[float, str]:
+    """(percent change of the compute p50 from ``old`` to ``new`` row, what it means).
+
+    The change is real ("faster" / "slower") only when it is at least LATENCY_NOISE_PCT and larger than both runs'
+    spread (the range of their block p50s), and neither run was measured on a busy host.
+    """
+    from edgetl.bench.host import is_busy
+
+    p50_a, p50_b = old["latency_ms"]["p50"], new["latency_ms"]["p50"]
+    pct = 100 * (p50_b - p50_a) / p50_a
+    if is_busy(old) or is_busy(new):
+        return pct, "unreliable (host busy)"
+    if abs(pct) < LATENCY_NOISE_PCT:
+        return pct, "unchanged"
+    widths = [_spread_width(old["latency_ms"]), _spread_width(new["latency_ms"])]
+    if any(w is not None and abs(p50_b - p50_a) <= w for w in widths):
+        return pct, "no change (inside the spread)"
+    return pct, "slower" if pct > 0 else "faster"
+
+
 def comparability(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """Why two reports' deltas would not mean what they say: other classes, or other data (dataset hash)."""
     problems = []
@@ -120,7 +147,8 @@ def compare_reports(
     """Compare report ``b`` (the candidate) with ``a`` (the baseline), artifact by artifact.
 
     Args:
-        max_latency_regression: fail when an artifact's compute p50 grows by more than this many percent.
+        max_latency_regression: fail when an artifact's compute p50 grows by more than this many percent, and
+            by more than both runs' spread, on a quiet host (:func:`latency_change`).
         max_accuracy_drop: fail when an artifact's test accuracy or balanced accuracy falls by more than this
             many percentage points.
     """
@@ -133,13 +161,12 @@ def compare_reports(
     for name in [k for k in first if k in second]:
         old, new = first[name], second[name]
         p50_a, p50_b = old["latency_ms"]["p50"], new["latency_ms"]["p50"]
-        latency_pct = 100 * (p50_b - p50_a) / p50_a
+        latency_pct, speed = latency_change(old, new)
         acc = 100 * (new["metrics"]["accuracy"] - old["metrics"]["accuracy"])
         bacc = 100 * (new["metrics"]["balanced_accuracy"] - old["metrics"]["balanced_accuracy"])
         recall_a = old["metrics"].get("binary", {}).get("defect_recall")
         recall_b = new["metrics"].get("binary", {}).get("defect_recall")
         recall = None if recall_a is None or recall_b is None else 100 * (recall_b - recall_a)
-        speed = "unchanged" if abs(latency_pct) < LATENCY_NOISE_PCT else ("slower" if latency_pct > 0 else "faster")
         within = _inside_intervals(old["metrics"], new["metrics"])
         if abs(acc) < 1e-9 and abs(bacc) < 1e-9:
             quality = "unchanged"
@@ -152,6 +179,8 @@ def compare_reports(
                 "artifact": name,
                 "p50_a": p50_a,
                 "p50_b": p50_b,
+                "spread_a": (old["latency_ms"].get("spread") or {}).get("p50"),
+                "spread_b": (new["latency_ms"].get("spread") or {}).get("p50"),
                 "latency_change_pct": latency_pct,
                 "speed": speed,
                 "accuracy_a": old["metrics"]["accuracy"],
@@ -162,7 +191,7 @@ def compare_reports(
                 "quality": quality,
             }
         )
-        if max_latency_regression is not None and latency_pct > max_latency_regression:
+        if max_latency_regression is not None and speed == "slower" and latency_pct > max_latency_regression:
             out.failures.append(
                 f"{name}: p50 {p50_a:.2f} -> {p50_b:.2f} ms (+{latency_pct:.1f} %, limit {max_latency_regression} %)"
             )
@@ -171,6 +200,10 @@ def compare_reports(
                 if -change > max_accuracy_drop:
                     out.failures.append(f"{name}: {label} {change:+.2f} points (limit -{max_accuracy_drop})")
     return out
+
+
+def _p50(value: float, spread: dict[str, float] | None) -> str:
+    return f"{value:.2f}" if not spread else f"{value:.2f} ({spread['min']:.2f}-{spread['max']:.2f})"
 
 
 def print_comparison(result: Comparison, *, name_a: str, name_b: str) -> None:
@@ -182,7 +215,8 @@ def print_comparison(result: Comparison, *, name_a: str, name_b: str) -> None:
     if not console.is_terminal:
         console = Console(width=150)
     table = Table(title=f"edgetl compare: {name_a} (A) -> {name_b} (B)")
-    for column in ("artifact", "p50 A ms", "p50 B ms", "latency", "acc. A", "acc. B", "acc. pts", "bal. acc. pts"):
+    columns = ("artifact", "p50 A ms (blocks)", "p50 B ms (blocks)", "latency", "acc. A", "acc. B", "acc. pts")
+    for column in (*columns, "bal. acc. pts"):
         table.add_column(column, justify="left" if column == "artifact" else "right")
     table.add_column("defect recall pts", justify="right")
     for r in result.rows:
@@ -191,8 +225,8 @@ def print_comparison(result: Comparison, *, name_a: str, name_b: str) -> None:
         recall = r["defect_recall_change_pts"]
         table.add_row(
             r["artifact"],
-            f"{r['p50_a']:.2f}",
-            f"{r['p50_b']:.2f}",
+            _p50(r["p50_a"], r["spread_a"]),
+            _p50(r["p50_b"], r["spread_b"]),
             f"[{speed_style}]{r['latency_change_pct']:+.1f} % {r['speed']}[/]"
             if speed_style
             else f"{r['latency_change_pct']:+.1f} % {r['speed']}",
@@ -209,6 +243,13 @@ def print_comparison(result: Comparison, *, name_a: str, name_b: str) -> None:
         console.print(f"only in A: {name}")
     for name in result.only_in_b:
         console.print(f"only in B: {name}")
+    for r in result.rows:
+        if r["speed"].startswith("unreliable"):
+            console.print(
+                f"[yellow]note:[/] {r['artifact']}: a p50 was measured on a busy host, so its change is not judged "
+                "(--max-latency-regression included); bench again on a quiet host",
+                soft_wrap=True,
+            )
     for failure in result.failures:
         console.print(f"[bold red]limit exceeded:[/] {failure}", soft_wrap=True)
     if not result.rows:

@@ -125,7 +125,8 @@ def accuracy_section(
     groups: list[str] | None = None,
     tune_on: tuple[np.ndarray, np.ndarray, str] | None = None,
 ) -> dict[str, Any]:
-    """Test metrics with 95 % intervals, the reject threshold, and per-slice metrics of one model.
+    """Test metrics with 95 % intervals, the reject threshold, per-slice metrics and the threshold trade-off curve
+    (defect recall against false rejects on the test split) of one model.
 
     The threshold is tuned on this model's validation logits, or on ``tune_on`` (logits, labels, description:
     the cross-validated out-of-fold logits when the validation split is too small). ``groups`` are the test
@@ -137,11 +138,13 @@ def accuracy_section(
         defect_scores,
         reject_threshold,
         slice_metrics,
+        tradeoff_curve,
     )
 
     test = logits["test"]
     metrics = classification_metrics(labels["test"], test.argmax(1), classes, groups=groups)
     threshold = None
+    tradeoff = None
     if good_index is not None:
         source_logits, source_labels, source = (
             tune_on if tune_on is not None else (logits["val"], labels["val"], "validation split")
@@ -158,6 +161,7 @@ def accuracy_section(
                 threshold=threshold["threshold"],
                 groups=groups,
             )
+            tradeoff = tradeoff_curve(defect_scores(test, good_index), labels["test"] != good_index)
     per_slice = slice_metrics(
         labels["test"],
         test,
@@ -169,7 +173,7 @@ def accuracy_section(
         min_images=settings.min_slice_images,
         groups=groups,
     )
-    return {"metrics": metrics, "threshold": threshold, "slices": per_slice}
+    return {"metrics": metrics, "threshold": threshold, "slices": per_slice, "tradeoff": tradeoff}
 
 
 def write_threshold(folder: Path, threshold: dict[str, Any], *, classes: list[str], good_index: int) -> None:
@@ -196,7 +200,13 @@ def measure_artifacts(
     workdir: Path,
     log: Callable[[str], None] | None = None,
 ) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
-    """Run one worker per artifact folder, one after the other; returns (result, logits per split) each."""
+    """Run one worker per artifact folder, one after the other; returns (result, logits per split) each.
+
+    A reference workload is timed before and after each worker (``result['host_check']``, see
+    :mod:`edgetl.bench.host`): a busy host makes the latency figures unreliable and the report says so.
+    """
+    from edgetl.bench.host import host_check, reference_workload
+
     results = []
     with tempfile.TemporaryDirectory(prefix="edgetl-bench-") as tmp:
         files = {}
@@ -218,11 +228,17 @@ def measure_artifacts(
                 "e2e_iterations": settings.e2e_iterations,
                 "batch_sizes": settings.batch_sizes,
                 "throughput_seconds": settings.throughput_seconds,
+                "blocks": settings.blocks,
             }
             started = time.perf_counter()
+            before = reference_workload(threads=threads)
             result = run_worker(request, workdir)
+            result["host_check"] = host_check(
+                before, reference_workload(threads=threads), busy_wait_share=settings.busy_wait_share
+            )
             if log is not None:
-                log(f"measured {folder} in {time.perf_counter() - started:.1f} s")
+                busy = f"; {result['host_check']['note']}" if result["host_check"]["busy"] else ""
+                log(f"measured {folder} in {time.perf_counter() - started:.1f} s{busy}")
             logits = {split: np.load(path, allow_pickle=False) for split, path in result.pop("logits").items()}
             results.append((result, logits))
     return results

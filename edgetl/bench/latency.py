@@ -11,13 +11,31 @@ import numpy as np
 
 # Raw samples kept in the report for the latency-distribution plots (evenly thinned beyond this).
 MAX_SAMPLES_KEPT = 500
+# Consecutive blocks the timed calls are cut into, to show how much a figure moves within one measurement.
+BLOCKS = 5
 
 
-def summarize(ms: np.ndarray, *, deadline_ms: float | None = None) -> dict[str, Any]:
+def block_spread(ms: np.ndarray, *, blocks: int = BLOCKS) -> dict[str, Any]:
+    """p50 and p99 of each of ``blocks`` consecutive blocks of the timed calls: their median, min and max.
+
+    A figure that moves from block to block moves from run to run: the spread is the least noise a comparison
+    has to clear (fewer blocks when there are fewer calls than blocks).
+    """
+    parts = np.array_split(np.asarray(ms, dtype=np.float64), max(1, min(blocks, len(ms))))
+
+    def over_blocks(q: float) -> dict[str, float]:
+        values = [float(np.percentile(part, q)) for part in parts]
+        return {"median": float(np.median(values)), "min": min(values), "max": max(values)}
+
+    return {"blocks": len(parts), "calls_per_block": len(parts[-1]), "p50": over_blocks(50), "p99": over_blocks(99)}
+
+
+def summarize(ms: np.ndarray, *, deadline_ms: float | None = None, blocks: int = BLOCKS) -> dict[str, Any]:
     """Percentiles and spread of per-call times in milliseconds.
 
     ``jitter`` is p99 - p50: how much later than usual a slow frame arrives (std hides rare stalls).
     ``over_deadline`` is the share of calls slower than ``deadline_ms`` (None without a deadline).
+    ``spread`` holds the p50 and p99 of ``blocks`` consecutive blocks (:func:`block_spread`).
     """
     p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
     kept = ms if len(ms) <= MAX_SAMPLES_KEPT else ms[np.linspace(0, len(ms) - 1, MAX_SAMPLES_KEPT).astype(int)]
@@ -33,6 +51,7 @@ def summarize(ms: np.ndarray, *, deadline_ms: float | None = None) -> dict[str, 
         "iterations": len(ms),
         "deadline_ms": deadline_ms,
         "over_deadline": None if deadline_ms is None else float(np.mean(ms > deadline_ms)),
+        "spread": block_spread(ms, blocks=blocks),
         "samples_ms": [round(float(v), 4) for v in kept],
     }
 
@@ -83,6 +102,7 @@ def measure_latency(
     iterations: int = 200,
     duration_s: float | None = None,
     deadline_ms: float | None = None,
+    blocks: int = BLOCKS,
 ) -> dict[str, Any]:
     """Latency summary (ms) of ``infer(batch)`` after a warm-up, see :func:`time_calls` and :func:`summarize`."""
     ms, warmed = time_calls(
@@ -92,7 +112,8 @@ def measure_latency(
         iterations=iterations,
         duration_s=duration_s,
     )
-    return {**summarize(ms, deadline_ms=deadline_ms), "warmup": warmed, "batch": int(batch.shape[0])}
+    summary = summarize(ms, deadline_ms=deadline_ms, blocks=blocks)
+    return {**summary, "warmup": warmed, "batch": int(batch.shape[0])}
 
 
 def cold_start(load: Callable[[], Any], first_input: np.ndarray) -> tuple[Any, dict[str, float]]:

@@ -37,6 +37,7 @@ class WorkerRequest(StrictModel):
     e2e_iterations: int = 50
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 4, 8, 16])
     throughput_seconds: float = 1.0
+    blocks: int = 5
 
 
 def _status_mb(field: str) -> float | None:
@@ -111,6 +112,7 @@ def measure(request: WorkerRequest) -> dict[str, Any]:
             iterations=request.iterations,
             duration_s=request.duration_s,
             deadline_ms=request.deadline_ms,
+            blocks=request.blocks,
         )
         files = itertools.cycle(request.images)
 
@@ -131,7 +133,7 @@ def measure(request: WorkerRequest) -> dict[str, Any]:
         "cold_start_ms": cold,
         "latency_ms": latency,
         "end_to_end_ms": {
-            **summarize(e2e_ms, deadline_ms=request.deadline_ms),
+            **summarize(e2e_ms, deadline_ms=request.deadline_ms, blocks=request.blocks),
             "images": len(request.images),
             "steps": "read + decode + preprocess + infer + softmax/argmax, batch 1",
         },

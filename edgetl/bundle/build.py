@@ -107,6 +107,7 @@ def _write(
     measured_by: str,
     reference: dict[str, Any] | None,
     details: dict[str, dict[str, Any]],
+    acceptance: dict[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     from edgetl.bundle.card import figure_lines, model_card
@@ -127,6 +128,7 @@ def _write(
         validated=validated,
         measured_by=measured_by,
         reference=reference,
+        acceptance=acceptance,
         versions={"trained_with": meta.get("versions", {}), "bundled_with": library_versions()},
     )
     kept = {p: thresholds[p] for p in models if p in thresholds}
@@ -167,6 +169,7 @@ def _bench_figures(entry: dict[str, Any] | None, report_file: Path) -> dict[str,
 
 def _runtime_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -> dict[str, Any]:
     """A CPU profile's bundle: the compiled artifacts with the bench's thresholds and figures."""
+    from edgetl.bench.acceptance import card_verdict
     from edgetl.targets.base import Artifact
 
     meta = read_meta(run)
@@ -217,6 +220,7 @@ def _runtime_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) ->
         validated=validated,
         measured_by=f"edgetl bench, {profile.backend} on the build host ({cpu})",
         reference=report.get("model", {}).get("test_metrics"),
+        acceptance=card_verdict(report, profile.name),
         details=details,
         val_inputs=(x_val, names_val),
     )
@@ -263,7 +267,7 @@ def _tensorrt_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -
     good = _good_class(config, dataset)
     fp32_metrics = classification_metrics(y_test, test_logits["fp32"].argmax(1), classes)
     host: dict[str, Any] = {"split": "test", "runtime": "onnxruntime-cpu", "fp32_onnx": fp32_metrics}
-    from edgetl.pipeline import threshold_source
+    from edgetl.bench.stage import threshold_source
 
     thresholds = tensorrt_thresholds(config, dataset, val_logits, y_val, tune_on=threshold_source(run, dataset))
     validated: dict[str, Any] = {}

@@ -30,9 +30,11 @@ def model_card(
     measured_by: str,
     reference: dict[str, Any] | None,
     versions: dict[str, Any],
+    acceptance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """card.json's content. ``validated``: precision -> figures on the test split (with intervals where the
-    report has them) and the threshold; ``reference``: the FP32 PyTorch model's test figures, when measured."""
+    report has them) and the threshold; ``reference``: the FP32 PyTorch model's test figures, when measured;
+    ``acceptance``: the sign-off verdict of each precision and the recommended one (None when not judged here)."""
     spec = PreprocessSpec.model_validate(meta["preprocess"])
     counts = dataset_info.get("counts", {})
     return {
@@ -59,6 +61,7 @@ def model_card(
             "measured_by": measured_by,
         },
         "figures": validated,
+        "acceptance": acceptance,
         "fp32_reference": reference,
         "training": {
             key: meta.get(key) for key in ("strategy", "trained_from_block", "best_epoch", "epochs_run", "val_metrics")
@@ -106,4 +109,8 @@ def figure_lines(card: dict[str, Any]) -> list[str]:
             f"| {_rate(binary.get('false_reject'))}{_interval(binary, 'false_reject')} "
             f"| {'-' if tuned is None else f'{tuned:.6g}'} |"
         )
+    verdict = card.get("acceptance")
+    if verdict:
+        lines += ["", "## Sign-off", "", verdict["summary"], ""]
+        lines += [f"- {p}: {v['verdict']}" for p, v in verdict["precisions"].items()]
     return lines

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from edgetl.run import RunDir
 
 
-def bundle_summaries(run: RunDir) -> dict[str, Any]:
+def bundle_summaries(run: RunDir, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The host checks of every TensorRT bundle in run/bundle/, for the report (CPU bundles carry the bench's
-    own figures, which the report has already)."""
-    from rich.console import Console
-
+    own figures, which the report has already); a damaged bundle is left out, with a note to ``log``."""
     from edgetl.errors import EdgetlError
     from edgetl.runtime.bundle import read_manifest
 
@@ -20,7 +19,8 @@ def bundle_summaries(run: RunDir) -> dict[str, Any]:
         try:
             m = read_manifest(path.parent)
         except EdgetlError as exc:
-            Console(stderr=True).print(f"[yellow]warning:[/yellow] bundle {path.parent} left out of the report: {exc}")
+            if log is not None:
+                log(f"[yellow]warning:[/yellow] bundle {path.parent} left out of the report: {exc}")
             continue
         if not m["profile"].get("tensorrt") or "host_metrics" not in m:
             continue
