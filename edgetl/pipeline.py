@@ -290,6 +290,11 @@ def stage_bench(
     bundles = bundle_summaries(run)
     if bundles:
         report["bundles"] = bundles
+    from edgetl.transfer.section import transfer_summaries
+
+    transfer = transfer_summaries(run.root)
+    if transfer:
+        report["transfer"] = transfer
     previous = previous_report(run.root)
     report["artifacts"], kept = merge_rows(previous, report, benched=[p.name for p in profiles])
     if kept:

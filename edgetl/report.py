@@ -389,6 +389,10 @@ def markdown(report: dict[str, Any]) -> str:
                 ]
     lines += ["", "## Per class (test split)", "", *_table(PER_CLASS_HEADER, per_class_rows(report))]
     lines += _bundle_lines(report.get("bundles", {}))
+    if report.get("transfer"):
+        from edgetl.transfer.section import markdown_lines
+
+        lines += markdown_lines(report["transfer"])
     return "\n".join(lines) + "\n"
 
 

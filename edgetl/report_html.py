@@ -308,6 +308,10 @@ def html_report(report: dict[str, Any]) -> str:
     if report["artifacts"]:
         body += ["<h2>Images where an artifact disagrees with FP32 PyTorch</h2>", gallery(report)]
     body += bundle_sections(report.get("bundles", {}))
+    if report.get("transfer"):
+        from edgetl.transfer.section import html_parts
+
+        body += html_parts(report["transfer"])
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>edgetl report: {_esc(report['run'])}</title><style>{CSS}</style></head>"

@@ -49,7 +49,7 @@ def default_label(images: Path) -> str:
 def _scopes(reference: list[Sample], new: list[Sample], slice_by: str) -> list[tuple[str, list[int], list[int]]]:
     """(name, reference indices, new indices) of every comparison: all images, then each slice or class."""
     scopes = [("all", list(range(len(reference))), list(range(len(new))))]
-    if slice_by == "slice" and any(s.slice for s in new):
+    if slice_by == "slice" and len({s.slice for s in new}) > 1:
         for name in sorted({s.slice for s in new}):
             scopes.append(
                 (f"slice {name or '(none)'}", scopes[0][1], [i for i, s in enumerate(new) if s.slice == name])
