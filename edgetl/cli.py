@@ -502,6 +502,10 @@ def adapt(
     build: Annotated[
         bool, typer.Option(help="Export, calibrate, compile, bundle and bench the new run (--no-build: train only).")
     ] = True,
+    layers: Annotated[
+        str,
+        typer.Option(help="all (every batch-norm layer, as published) or trained (the blocks the run trained only)."),
+    ] = "all",
     force: Annotated[bool, typer.Option(help="Replace an existing run of that name.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the batch order and the figures.")] = 0,
 ) -> None:
@@ -510,7 +514,14 @@ def adapt(
     from edgetl.transfer.section import adapt_markdown, refresh_report
 
     report = adapt_run(
-        _existing_run(run).root, images, name=name, eval_images=eval_images, force=force, build=build, seed=seed
+        _existing_run(run).root,
+        images,
+        name=name,
+        eval_images=eval_images,
+        force=force,
+        build=build,
+        layers=layers,
+        seed=seed,
     )
     typer.echo("\n".join(adapt_markdown(report)))
     from edgetl.run import RunDir
@@ -531,6 +542,9 @@ def study_transfer(
     epochs: Annotated[int | None, typer.Option(help="Pretrained arm's epochs (default: the recipe's).")] = None,
     scratch_epochs: Annotated[int, typer.Option(help="Scratch arm's epochs.")] = 16,
     scratch_lr: Annotated[float, typer.Option(help="Scratch arm's learning rate (every block).")] = 3e-3,
+    scratch_patience: Annotated[
+        int | None, typer.Option(help="Stop the scratch arm after this many epochs without progress (default: never).")
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: every core).")] = None,
     resume: Annotated[bool, typer.Option(help="Reuse the finished fits of an interrupted study.")] = True,
@@ -553,6 +567,7 @@ def study_transfer(
         epochs=epochs,
         scratch_epochs=scratch_epochs,
         scratch_lr=scratch_lr,
+        scratch_patience=scratch_patience,
         device=device,
         threads=threads,
     )

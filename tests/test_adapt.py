@@ -50,7 +50,7 @@ def test_adabn_changes_only_batchnorm_statistics(pretrained):
     momenta = [layer.momentum for layer in batchnorm_layers(model)]
     done = adabn(model, _textures(40, 48, 0), PreprocessSpec.for_channels(1, input_size=48), batch_size=16)
     after = model.state_dict()
-    assert done == {"layers": 52, "images": 40, "batches": 3, "batch_size": 16}
+    assert done == {"layers": 52, "from_block": 0, "images": 40, "batches": 3, "batch_size": 16}
     assert before.keys() == after.keys()
     stats = [k for k in after if k.endswith(BN_STATS)]
     assert len(stats) == 3 * done["layers"]
@@ -61,6 +61,18 @@ def test_adabn_changes_only_batchnorm_statistics(pretrained):
             assert torch.equal(value, before[key]), key  # bit-identical: weights, biases, head
     assert all(t.num_batches_tracked.item() == 3 for t in batchnorm_layers(model))
     assert [layer.momentum for layer in batchnorm_layers(model)] == momenta and not model.training
+
+
+def test_adabn_of_the_trained_blocks_keeps_the_frozen_statistics(pretrained):
+    model = copy.deepcopy(pretrained)
+    before = copy.deepcopy(model.state_dict())
+    done = adabn(model, _textures(20, 48, 0), PreprocessSpec.for_channels(1, input_size=48), from_block=14)
+    after = model.state_dict()
+    assert done["layers"] == sum(len(batchnorm_layers(b)) for b in model.blocks[14:]) and done["from_block"] == 14
+    for key, value in after.items():
+        block = int(key.split(".")[1]) if key.startswith("blocks.") else None
+        trained_stat = key.endswith(BN_STATS) and block is not None and block >= 14
+        assert torch.equal(value, before[key]) != trained_stat, key
 
 
 def test_adabn_restores_agreement_on_a_shifted_copy(pretrained):
@@ -99,7 +111,7 @@ def _station(folder: Path, n: int, *, seed: int, labelled: bool) -> Path:
     with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "slice"])
-        writer.writerows([(p, label, "line2") for p, label in rows])
+        writer.writerows([(p, label, "line2" if i % 4 < 2 else "line3") for i, (p, label) in enumerate(rows)])
     return folder / "labels.csv"
 
 
@@ -115,7 +127,7 @@ def test_adapt_run_end_to_end(run_copy, tmp_path: Path):
     report = json.loads((adapted / "adapt" / "report.json").read_text())
     assert report["adaptation"]["images"] == 32 and report["adaptation"]["layers"] == 52
     assert report["eval_images_also_adapted_on"] == 0
-    assert set(report["accuracy"]) == {"all", "slice line2"}
+    assert set(report["accuracy"]) == {"all", "slice line2", "slice line3"}
     change = report["accuracy"]["all"]["change"]
     assert change["balanced_accuracy_interval"] is not None
     gap = report["gap"]
@@ -151,3 +163,4 @@ def test_adapt_errors_are_clear(run_copy, tmp_path: Path):
         invoke(["adapt", copy_dir, "--images", images, "--name", copy_dir.name, "--no-build"]), "source run itself"
     )
     assert_clear_error(invoke(["adapt", copy_dir, "--images", images, "--eval", images, "--no-build"]), "no labels")
+    assert_clear_error(invoke(["adapt", copy_dir, "--images", images, "--layers", "some", "--no-build"]), "--layers")

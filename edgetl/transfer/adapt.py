@@ -32,6 +32,7 @@ from edgetl.run import RunDir
 
 SOURCE_CHECKPOINT = "source_model.pt"
 MIN_IMAGES = 8
+LAYERS = ("all", "trained")
 
 
 def batchnorm_layers(model: Any) -> list[Any]:
@@ -41,23 +42,29 @@ def batchnorm_layers(model: Any) -> list[Any]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def adabn(model: Any, pixels: np.ndarray, spec: Any, *, batch_size: int = 32, seed: int = 0) -> dict[str, Any]:
-    """Re-estimate every batch-norm layer's running statistics of ``model`` (in place) on uint8 (N, H, W, C) images.
+def adabn(
+    model: Any, pixels: np.ndarray, spec: Any, *, from_block: int = 0, batch_size: int = 32, seed: int = 0
+) -> dict[str, Any]:
+    """Re-estimate the batch-norm running statistics of ``model`` (in place) on uint8 (N, H, W, C) images.
 
-    Images go through the blocks in a seeded random order, so each batch mixes the set. Returns what was done.
+    Every layer of ``blocks[from_block:]`` (0: every layer of the model); earlier blocks run in eval mode with the
+    statistics they have. Images go through the blocks in a seeded random order, so each batch mixes the set.
+    Returns what was done.
     """
     import torch
 
     from edgetl.preprocess import normalize
 
-    layers = batchnorm_layers(model)
+    layers = [layer for block in model.blocks[from_block:] for layer in batchnorm_layers(block)]
     momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.reset_running_stats()
         layer.momentum = None  # cumulative average over every batch, not an exponential one
     order = np.random.default_rng(seed).permutation(len(pixels))
     batches = 0
-    model.blocks.train()
+    model.blocks.eval()
+    for block in model.blocks[from_block:]:
+        block.train()
     try:
         with torch.no_grad():
             for start in range(0, len(order), batch_size):
@@ -70,7 +77,13 @@ def adabn(model: Any, pixels: np.ndarray, spec: Any, *, batch_size: int = 32, se
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
         model.eval()
-    return {"layers": len(layers), "images": len(pixels), "batches": batches, "batch_size": batch_size}
+    return {
+        "layers": len(layers),
+        "from_block": from_block,
+        "images": len(pixels),
+        "batches": batches,
+        "batch_size": batch_size,
+    }
 
 
 def source_model(run: RunDir, meta: dict[str, Any]) -> Any:
@@ -157,7 +170,8 @@ def before_after(
 
     everything = np.arange(len(samples))
     result = {"all": section(everything)}
-    for name in sorted({s.slice for s in samples} - {""}):
+    slices = sorted({s.slice for s in samples} - {""})
+    for name in slices if len(slices) > 1 else []:
         result[f"slice {name}"] = section(np.array([i for i, s in enumerate(samples) if s.slice == name]))
     return result
 
@@ -205,6 +219,7 @@ def adapt_run(
     eval_images: Path | None = None,
     force: bool = False,
     build: bool = True,
+    layers: str = "all",
     batch_size: int = 32,
     max_gap_images: int | None = 1000,
     seed: int = 0,
@@ -212,7 +227,9 @@ def adapt_run(
 ) -> dict[str, Any]:
     """Adapt the run at ``source`` to the unlabelled ``images``; write and (with ``build``) build the new run.
 
-    Returns adapt/report.json of the new run.
+    ``layers``: ``all`` (AdaBN as published: every batch-norm layer) or ``trained`` (only the layers of the blocks
+    the run trained, whose statistics came from its own images; frozen blocks keep ImageNet's). Returns
+    adapt/report.json of the new run.
 
     Raises:
         ConfigError: the new run exists (without ``force``) or would be the source itself.
@@ -227,9 +244,17 @@ def adapt_run(
     config = cfg.model_copy(update={"name": new_name, "runs_dir": src.root.parent})
     if config.run_dir.resolve() == src.root.resolve():
         raise ConfigError(f"--name {new_name} is the source run itself; AdaBN writes a new run, pick another name.")
+    if layers not in LAYERS:
+        raise ConfigError(f"--layers {layers!r}: pick one of {', '.join(LAYERS)}.")
     if RunDir(config.run_dir).config.exists() and not force:
         raise ConfigError(f"{config.run_dir} already holds a run; pass --force to replace it, or --name another.")
     meta = read_meta(src)
+    from_block = 0 if layers == "all" else int(meta["trained_from_block"])
+    if from_block >= int(meta["num_blocks"]):
+        raise ConfigError(
+            f"{src.root} trained no backbone block (strategy {meta.get('strategy')}): --layers trained has no "
+            "batch-norm layer to re-estimate; use --layers all."
+        )
     dataset = verified_split(src, "adapt")
     return _adapt_into(
         config,
@@ -240,6 +265,7 @@ def adapt_run(
         eval_images=eval_images,
         force=force,
         build=build,
+        from_block=from_block,
         batch_size=batch_size,
         max_gap_images=max_gap_images,
         seed=seed,
@@ -258,6 +284,7 @@ def _adapt_into(
     eval_images: Path | None,
     force: bool,
     build: bool,
+    from_block: int,
     batch_size: int,
     max_gap_images: int | None,
     seed: int,
@@ -280,7 +307,7 @@ def _adapt_into(
         )
     adapt_pixels = load_pixels(adapt_samples, spec)
     adapted = copy.deepcopy(source_model_)
-    done = adabn(adapted, adapt_pixels, spec, batch_size=batch_size, seed=seed)
+    done = adabn(adapted, adapt_pixels, spec, from_block=from_block, batch_size=batch_size, seed=seed)
     log(
         f"AdaBN: {done['layers']} batch-norm layers re-estimated on {done['images']} images ({done['batches']} batches)"
     )
@@ -311,7 +338,8 @@ def _adapt_into(
         if (src.train / extra).is_file():
             shutil.copyfile(src.train / extra, run.train / extra)
     adaptation = {
-        "method": "AdaBN (Li et al. 2016): batch-norm running statistics re-estimated, cumulative average",
+        "method": "AdaBN (Li et al. 2016): batch-norm running statistics re-estimated, cumulative average"
+        + ("" if not from_block else f", in the trained blocks {from_block}+ only"),
         "source_run": str(src.root),
         "source_checkpoint_sha256": sha256_file(src.train / "model.pt"),
         "images_source": str(images),

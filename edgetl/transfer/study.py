@@ -10,7 +10,9 @@ groups). Wall time is recorded epoch by epoch, so the time each arm needs to rea
   every pretrained fit, as a developer pays it once per run);
 - **scratch**: the same backbone, randomly initialised, with its own recipe: every block trained at one learning
   rate (``scratch_lr``, 3e-3 by default against the recipe's head rate and 0.3x for the blocks), no layer decay,
-  ``scratch_epochs`` epochs (16) with patience 5; the same augmentation, class weighting and batch size.
+  ``scratch_epochs`` epochs (16) without early stopping (a net from scratch plateaus at one class for several
+  epochs before it learns; the best validation epoch is kept); the same augmentation, class weighting and batch
+  size.
 
 Both arms use one input side: the recipe's on a GPU; on a CPU at most 128 px (``input_size``), which keeps the
 default study near an hour on 2 cores for a run of about 700 training images (scratch training is the cost).
@@ -48,7 +50,7 @@ class StudySettings:
     input_size: int | None = None
     epochs: int | None = None
     scratch_epochs: int = 16
-    scratch_patience: int = 5
+    scratch_patience: int | None = None  # None: the whole schedule (scratch plateaus before it learns)
     scratch_lr: float = 3e-3
     device: str = "cpu"
     threads: int | None = None
@@ -81,8 +83,12 @@ def nested_fractions(
     return out
 
 
-def _settings_hash(settings: StudySettings, meta: dict[str, Any], side: int) -> str:
-    payload = {"settings": asdict(settings), "side": side, "checkpoint": meta.get("checkpoint_sha256"),
+def fit_key(arm: str, settings: StudySettings, meta: dict[str, Any], side: int) -> str:
+    """What decides one arm's fits (a finished fit with the same key is reused)."""
+    own = {"epochs": settings.epochs} if arm == "pretrained" else {
+        "scratch_epochs": settings.scratch_epochs, "scratch_patience": settings.scratch_patience,
+        "scratch_lr": settings.scratch_lr}  # fmt: skip
+    payload = {"arm": arm, **own, "side": side, "device": settings.device, "checkpoint": meta.get("checkpoint_sha256"),
                "dataset": meta.get("dataset_hash"), "recipe": meta.get("recipe")}  # fmt: skip
     return sha256_bytes(json.dumps(payload, sort_keys=True, default=str).encode("utf-8"))
 
@@ -135,13 +141,16 @@ def run_study(run: RunDir, settings: StudySettings, *, log: Any = print, resume:
     train_inputs = InputCache(train, views=tc.views, **common)
     eval_inputs = InputCache(val + test, views=1, **common)
     spec = train_inputs.spec(side, resize)
-    key = _settings_hash(settings, meta, side)
+    keys = {arm: fit_key(arm, settings, meta, side) for arm in ARMS}
     partial_path = inside(run.root, "study", "transfer.partial.json")
     done: dict[str, Any] = {}
     if resume and partial_path.is_file():
         saved = read_json(partial_path)
-        if isinstance(saved, dict) and saved.get("key") == key:
-            done = dict(saved.get("fits", {}))
+        fits_saved = saved.get("fits", {}) if isinstance(saved, dict) else {}
+        done = {
+            k: v for k, v in fits_saved.items() if isinstance(v, dict) and v.get("key") == keys.get(str(v.get("arm")))
+        }
+        if done:
             log(f"reusing {len(done)} finished fits from {partial_path}")
     t_cache = time.perf_counter()
     cached = {
@@ -181,7 +190,8 @@ def run_study(run: RunDir, settings: StudySettings, *, log: Any = print, resume:
                         device=device,
                         cache_seconds=cache_seconds if arm == "pretrained" else 0.0,
                     )
-                    write_json_atomic(partial_path, {"format": STUDY_FORMAT, "key": key, "fits": done})
+                    done[name]["key"] = keys[arm]
+                    write_json_atomic(partial_path, {"format": STUDY_FORMAT, "fits": done})
                 fit_row = done[name]
                 fits.append(fit_row)
                 log(
@@ -266,7 +276,9 @@ def _recipes(recipe: dict[str, Any], settings: StudySettings, tc: Any) -> dict[s
         ),
         "scratch": (
             f"random initialisation, every block trained at lr {settings.scratch_lr} (no layer decay), "
-            f"{settings.scratch_epochs} epochs, best validation epoch, patience {settings.scratch_patience}; the "
+            f"{settings.scratch_epochs} epochs, best validation epoch"
+            + (f", patience {settings.scratch_patience}" if settings.scratch_patience else " (no early stop)")
+            + "; the "
             f"same augmentation, class weighting ({recipe.get('class_weighting')}) and batch size ({tc.batch_size})"
         ),
     }  # fmt: skip
@@ -306,7 +318,7 @@ def _one_fit(
         config = tc.model_copy(
             update={
                 "epochs": settings.scratch_epochs,
-                "patience": settings.scratch_patience,
+                "patience": settings.scratch_patience or settings.scratch_epochs,
                 "backbone_lr_scale": 1.0,
                 "layer_decay": 1.0,
             }
@@ -398,8 +410,8 @@ def summarise(
                 resamples=500,
             )
         rows.append(row)
-    return {"rows": rows, "claims": claims(rows, fits), "fits": [{k: v for k, v in f.items() if k != "test_pred"}
-                                                                 for f in fits]}  # fmt: skip
+    return {"rows": rows, "claims": claims(rows, fits),
+            "fits": [{k: v for k, v in f.items() if k not in ("test_pred", "key")} for f in fits]}  # fmt: skip
 
 
 def _time_to(fits: list[dict[str, Any]], target: float) -> float | None:
