@@ -99,6 +99,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="Data sets: import, check and split.", no_args_is_help=True)
+study_app = typer.Typer(help="Studies measured on a run's own data.", no_args_is_help=True)
 
 
 @app.callback()
@@ -114,6 +115,7 @@ def _options(
 
 
 app.add_typer(data_app, name="data")
+app.add_typer(study_app, name="study")
 
 RunArg = Annotated[Path, typer.Argument(help="Run folder (runs/<name>) made by 'edgetl build' or 'edgetl init'.")]
 TargetOpt = Annotated[
@@ -716,6 +718,137 @@ def compare(
     print_comparison(result, name_a=str(run_a), name_b=str(run_b))
     if not result.passed:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def gap(
+    run: RunArg,
+    images: Annotated[
+        Path, typer.Argument(help="New images: a folder (class folders or any images) or a CSV manifest.")
+    ],
+    reference: Annotated[
+        Path | None, typer.Option(help="Compare against these images instead of the run's train split.")
+    ] = None,
+    slice_by: Annotated[str, typer.Option(help="Also per: slice (manifest column), label (per class) or none.")] = (
+        "slice"
+    ),
+    label: Annotated[str | None, typer.Option(help="Result name: runs/<name>/gap/<label>.json.")] = None,
+    max_images: Annotated[int, typer.Option(help="At most this many images per side (whole groups, seeded).")] = 1000,
+    permutations: Annotated[int, typer.Option(help="Permutations of the MMD test.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of subsampling, permutations, folds and bootstraps.")] = 0,
+) -> None:
+    """Measure the domain gap between a run's training images and new images, in the run's own backbone."""
+    from edgetl.transfer.gap import print_gap, run_gap
+    from edgetl.transfer.section import refresh_report
+
+    run_dir = _existing_run(run)
+    result = run_gap(
+        run_dir,
+        images,
+        reference=reference,
+        label=label,
+        slice_by=slice_by,
+        max_images=max_images,
+        permutations=permutations,
+        seed=seed,
+    )
+    print_gap(result)
+    refresh_report(run_dir)
+    typer.echo(f"gap: {result['verdict']}; {run_dir.root / 'gap' / (result['label'] + '.json')}")
+
+
+@app.command()
+def adapt(
+    run: RunArg,
+    images: Annotated[Path, typer.Option(help="Unlabelled images of the new station: a folder or a CSV manifest.")],
+    name: Annotated[str | None, typer.Option(help="Name of the new run (default <run>-adapted).")] = None,
+    eval_images: Annotated[
+        Path | None,
+        typer.Option("--eval", help="Labelled images of the new station, kept apart, for before/after."),
+    ] = None,
+    build: Annotated[
+        bool, typer.Option(help="Export, calibrate, compile, bundle and bench the new run (--no-build: train only).")
+    ] = True,
+    layers: Annotated[
+        str,
+        typer.Option(help="all (every batch-norm layer, as published) or trained (the blocks the run trained only)."),
+    ] = "all",
+    force: Annotated[bool, typer.Option(help="Replace an existing run of that name.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the batch order and the figures.")] = 0,
+) -> None:
+    """AdaBN: re-estimate batch-norm statistics on a new station's images, into a new run built like any other."""
+    from edgetl.transfer.adapt import adapt_run
+    from edgetl.transfer.section import adapt_markdown, refresh_report
+
+    report = adapt_run(
+        _existing_run(run).root,
+        images,
+        name=name,
+        eval_images=eval_images,
+        force=force,
+        build=build,
+        layers=layers,
+        seed=seed,
+    )
+    typer.echo("\n".join(adapt_markdown(report)))
+    from edgetl.run import RunDir
+
+    target = RunDir(Path(report["source_run"]).parent / report["run"])
+    refresh_report(target)
+    typer.echo(f"adapted run: {target.root}")
+
+
+@study_app.command("transfer")
+def study_transfer(
+    run: RunArg,
+    fractions: Annotated[str, typer.Option(help="Shares of the training groups, comma-separated.")] = "0.1,0.25,0.5,1",
+    seeds: Annotated[int, typer.Option(help="Seeds per share and arm.")] = 3,
+    input_size: Annotated[
+        int | None, typer.Option(help="Input side of both arms (default: the recipe's on cuda, at most 128 on cpu).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Pretrained arm's epochs (default: the recipe's).")] = None,
+    scratch_epochs: Annotated[int, typer.Option(help="Scratch arm's epochs.")] = 16,
+    scratch_lr: Annotated[float, typer.Option(help="Scratch arm's learning rate (every block).")] = 3e-3,
+    scratch_patience: Annotated[
+        int | None, typer.Option(help="Stop the scratch arm after this many epochs without progress (default: never).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: every core).")] = None,
+    resume: Annotated[bool, typer.Option(help="Reuse the finished fits of an interrupted study.")] = True,
+) -> None:
+    """Pretrained against random initialisation: learning curves, time to score, and the usual claims measured."""
+    from edgetl.config import ConfigError
+    from edgetl.transfer.section import refresh_report, study_markdown
+    from edgetl.transfer.study import StudySettings, run_study
+
+    try:
+        shares = tuple(float(f) for f in fractions.split(",") if f.strip())
+    except ValueError as exc:
+        raise ConfigError(f"--fractions {fractions!r}: give shares such as 0.1,0.25,0.5,1") from exc
+    if not shares or any(not 0 < f <= 1 for f in shares) or seeds < 1:
+        raise ConfigError("--fractions must be shares in (0, 1] and --seeds at least 1.")
+    settings = StudySettings(
+        fractions=shares,
+        seeds=seeds,
+        input_size=input_size,
+        epochs=epochs,
+        scratch_epochs=scratch_epochs,
+        scratch_lr=scratch_lr,
+        scratch_patience=scratch_patience,
+        device=device,
+        threads=threads,
+    )
+    run_dir = _existing_run(run)
+    result = run_study(run_dir, settings, log=typer.echo, resume=resume)
+    typer.echo("\n".join(study_markdown(result)))
+    refresh_report(run_dir)
+    typer.echo(f"study: {run_dir.root / 'study' / 'transfer.md'}")
+
+
+def _existing_run(run: Path) -> Any:
+    from edgetl.run import open_run
+
+    return open_run(run)[0]
 
 
 @app.command()

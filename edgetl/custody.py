@@ -25,6 +25,10 @@ _READS: dict[str, tuple[tuple[str, ...], bool, bool]] = {
     "compile": ((), False, True),
     "bench": (("val", "test"), True, True),
     "bundle": (("val", "test"), True, True),
+    "gap": (("train",), True, False),
+    "adapt": (("train", "val", "test"), True, False),
+    "drift reference": (("train", "val"), True, False),
+    "study": (("train", "val", "test"), True, False),
 }
 _LISTED = 10
 

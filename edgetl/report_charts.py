@@ -230,6 +230,13 @@ def tradeoff(report: dict[str, Any]) -> Any:
     return fig
 
 
+def transfer_study(report: dict[str, Any]) -> Any:
+    """The pretrained-versus-scratch learning curves (edgetl study transfer)."""
+    from edgetl.transfer.study import study_figure
+
+    return study_figure(report["transfer"]["study"])
+
+
 CHARTS = {
     "accuracy_latency": accuracy_latency,
     "latency_distribution": latency_distribution,
@@ -237,4 +244,5 @@ CHARTS = {
     "slices": slices,
     "training": training,
     "tradeoff": tradeoff,
+    "transfer_study": transfer_study,
 }

@@ -314,6 +314,22 @@ def bundles(report: dict[str, Any]) -> list[Section]:
     return out
 
 
+def transfer(report: dict[str, Any]) -> list[Section]:
+    """Domain gaps, the AdaBN adaptation and the pretrained-versus-scratch study the run folder holds."""
+    from edgetl.transfer.section import STUDY_TITLE
+    from edgetl.transfer.section import blocks as transfer_blocks
+
+    out = []
+    for i, (title, text, header, table) in enumerate(transfer_blocks(report.get("transfer"))):
+        parts: list[Block] = [Text(t) for t in text if t]
+        if title == STUDY_TITLE and report["transfer"]["study"].get("fits"):
+            parts.append(Chart("transfer_study", "test balanced accuracy against the share of training groups"))
+        if header:
+            parts.append(Table(header, table))
+        out.append(Section(f"transfer-{i}", title, parts))
+    return out
+
+
 def run(report: dict[str, Any]) -> Section:
     """The run's size and what can be rebuilt; host and versions."""
     size = report.get("run_size") or {}
@@ -347,6 +363,7 @@ def sections(report: dict[str, Any]) -> list[Section]:
         slices(report),
         agreement(report),
         *bundles(report),
+        *transfer(report),
         run(report),
     ]
     return [s for s in ordered if s is not None]

@@ -109,6 +109,11 @@ def assemble_report(
     bundles = bundle_summaries(run, log=log)
     if bundles:
         report["bundles"] = bundles
+    from edgetl.transfer.section import transfer_summaries
+
+    transfer = transfer_summaries(run.root)
+    if transfer:
+        report["transfer"] = transfer
     previous = previous_report(run.root)
     report["artifacts"], kept = merge_rows(previous, report, benched=benched)
     if kept and log is not None:
