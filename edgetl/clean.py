@@ -24,6 +24,10 @@ REBUILDABLE: tuple[tuple[str, str], ...] = (
         "calibration pixels; 'edgetl calibrate RUN' writes the same bytes again from the run's images "
         "(calibration/manifest.json keeps their sha256)",
     ),
+    (
+        "drift/embedder.onnx",
+        "the drift embedder (the FP32 backbone); 'edgetl bundle RUN' exports it again with the drift reference",
+    ),
 )
 REPORT_FILES = ("report.json", "report.md", "report.html")
 
@@ -53,7 +57,10 @@ def run_size(run: RunDir) -> dict[str, Any]:
         for p in run.root.rglob("*")
         if p.is_file() and not p.is_symlink() and not (p.parent == run.root and p.name in (*REPORT_FILES, LOCK_FILE))
     )
-    parts = {name: _size(run.root / name) for name in ("data", "train", "export", "calibration", "targets", "bundle")}
+    parts = {
+        name: _size(run.root / name)
+        for name in ("data", "train", "export", "calibration", "targets", "drift", "bundle")
+    }
     rebuildable = rebuildable_files(run)
     return {
         "bytes": total,

@@ -655,6 +655,14 @@ def predict(
     idle_exit: Annotated[
         float | None, typer.Option(help="--watch: stop after this many seconds without a new image.")
     ] = None,
+    drift: Annotated[
+        bool,
+        typer.Option(help="Also score drift: each window of images against the bundle's reference embeddings."),
+    ] = False,
+    drift_window: Annotated[int, typer.Option(help="--drift: images per scored window (10 or more).")] = 100,
+    drift_every: Annotated[
+        int, typer.Option(help="--drift: embed every N-th image only (the embedder costs a backbone pass).")
+    ] = 1,
 ) -> None:
     """Run a bundle on images: one row per image (path, class, defect score, verdict, ms) and a summary.
 
@@ -675,6 +683,8 @@ def predict(
         threads=threads,
         device=device,
         workers=workers,
+        drift_window=drift_window if drift else None,
+        drift_every=drift_every,
     )
     print_summary(result)
     if fail_on_reject and (result.summary.rejects or result.summary.errors):

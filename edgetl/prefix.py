@@ -41,6 +41,17 @@ class _Prefix(nn.Module):
         return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1) if self.pool else x
 
 
+def export_prefix(model: Classifier, start: int, spec: PreprocessSpec, path: Path) -> None:
+    """Export ``blocks[:start]`` (pooled when ``start`` is every block) to ONNX with a dynamic batch axis."""
+    from edgetl.export import export_module
+
+    prefix = _Prefix(model, start).eval()
+    if next(prefix.parameters()).is_cuda:
+        prefix = copy.deepcopy(prefix).cpu()
+    example = torch.zeros(1, spec.channels, spec.input_size, spec.input_size)
+    export_module(prefix, example, path, opset=17, dynamic_batch=True, output_name="features")
+
+
 def prefix_runner(
     model: Classifier,
     start: int,
@@ -65,15 +76,10 @@ def prefix_runner(
                 return prefix(torch.from_numpy(x).to(target)).cpu().numpy()
 
         return run_torch
-    if next(prefix.parameters()).is_cuda:
-        prefix = copy.deepcopy(prefix).cpu()  # the runtimes export from a CPU copy
-    from edgetl.export import export_module
-
-    example = torch.zeros(1, spec.channels, spec.input_size, spec.input_size)
     # Both runtimes read the whole model when the session is made, so the file can go right after.
     with tempfile.TemporaryDirectory(prefix="edgetl-prefix-") as folder:
         onnx_path = Path(folder) / "prefix.onnx"
-        export_module(prefix, example, onnx_path, opset=17, dynamic_batch=True, output_name="features")
+        export_prefix(model, start, spec, onnx_path)
         if backend == "openvino":
             import openvino as ov
 

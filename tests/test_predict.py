@@ -61,6 +61,20 @@ def test_rows_and_summary_for_files_folders_and_lists(tiny_run, tmp_path: Path):
     assert "ms per image" in said
 
 
+def test_drift_windows_are_printed_with_their_verdict(tiny_run, tmp_path: Path):
+    images = tiny_run[3]
+    out = tmp_path / "results.csv"
+    args = ["predict", str(_bundle(tiny_run)), str(images), "--out", str(out), "--drift", "--drift-window", "10"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    # 24 images: two full windows; the 4 left over are too few to score.
+    assert said.count("drift over 10 images:") == 2 and "drift: 2 window(s) scored" in said
+    assert len(_rows(out)) == 24
+    refused = runner.invoke(app, [*args[:-1], "3"])
+    assert refused.exit_code == 2 and "at least 10 images" in refused.output
+
+
 def test_jsonl_rows_are_the_python_apis_predictions(tiny_run, tmp_path: Path):
     images = tiny_run[3]
     out = tmp_path / "results.jsonl"

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_image_folder
 from PIL import Image
 
 from edgetl.data.dataset import load_split
-from edgetl.runtime import BundleError, InputMismatchError, load
+from edgetl.runtime import BundleError, InputMismatchError, load, read_manifest
 from edgetl.runtime.bundle import Bundle
+from edgetl.runtime.drift import LARGE_SHIFT, NO_SHIFT, SHIFT
 
 TRAINING_STACK = ("torch", "torchvision", "nncf", "sklearn", "matplotlib")
 
@@ -39,15 +41,58 @@ def test_runtime_and_a_prediction_need_no_training_stack(tiny_run):
         "    sys.modules[name] = None  # import fails: ImportError\n"
         "from edgetl.runtime import load\n"
         f"with load({str(_bundle(tiny_run))!r}, precision='int8') as model:\n"
+        "    monitor = model.watch_drift(window=10)\n"
         f"    p = model.predict({str(samples[0].path)!r})[0]\n"
+        f"    model.predict({[str(s.path) for s in samples] * 10!r}[:9])\n"
+        "    drift = monitor.take_window().verdict\n"
         "edgetl = sorted(m for m in sys.modules if m.startswith('edgetl'))\n"
-        "print(json.dumps({'label': p.label, 'verdict': p.verdict, 'edgetl': edgetl}))\n"
+        "print(json.dumps({'label': p.label, 'verdict': p.verdict, 'drift': drift, 'edgetl': edgetl}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert result["label"] in ("crack", "good") and result["verdict"] in ("ok", "reject")
+    assert result["drift"] in (NO_SHIFT, SHIFT, LARGE_SHIFT)
     allowed = {"edgetl", "edgetl.errors", "edgetl.files"}
     assert [m for m in result["edgetl"] if m not in allowed and not m.startswith("edgetl.runtime")] == []
+
+
+def test_drift_on_the_line_embeds_as_the_reference_did_and_sees_a_new_lamp(tiny_run, tmp_path: Path):
+    """The bundle's embedder computes, from the runtime's preprocessing, the very embeddings its reference was
+    made of (the train + validation images); new parts of the kind it was trained on score no shift, the same
+    kind of parts under an inverted, flat lamp score a shift with a larger MMD."""
+    dataset = load_split(tiny_run[1].data)
+    own = [s.path for s in dataset.split("train") + dataset.split("val")]
+    same = sorted(make_image_folder(tmp_path / "same", per_class=20, size=40, seed=5).rglob("*.png"))
+    lamp = []
+    for i, path in enumerate(sorted(make_image_folder(tmp_path / "raw", per_class=20, size=40, seed=6).rglob("*.png"))):
+        pixels = 255.0 - np.asarray(Image.open(path).convert("L"), np.float32) * 0.6
+        lamp.append(tmp_path / f"lamp_{i:03d}.png")
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8), mode="L").save(lamp[-1])
+    manifest = read_manifest(_bundle(tiny_run))
+    assert manifest["drift"]["reference"] in manifest["files"] and manifest["drift"]["embedder"] in manifest["files"]
+    with load(_bundle(tiny_run), precision="int8") as model:
+        monitor = model.watch_drift(window=40)
+        sample = monitor.reference.sample
+        mine = np.concatenate([monitor.embed(model.prepare(p)) for p in own])
+        nearest = np.sqrt(((mine[:, None, :] - sample[None, :, :]) ** 2).sum(-1)).min(1)
+        assert int((nearest < 1e-3).sum()) >= len(sample), np.sort(nearest)[: len(sample)]
+        labels = [p.label for p in model.predict(same)]
+        quiet = monitor.take_window()
+        model.predict(lamp)
+        moved = monitor.take_window()
+        assert monitor.take_window() is None and monitor.embedded == 80
+    assert quiet is not None and moved is not None
+    assert quiet.verdict == NO_SHIFT, quiet
+    assert moved.verdict in (SHIFT, LARGE_SHIFT) and moved.mmd2 > quiet.mmd2, moved
+    assert len(labels) == 40  # drift never changes what is predicted
+
+
+def test_a_bundle_without_a_drift_reference_says_how_to_get_one(tiny_run):
+    bundle = Bundle.open(_bundle(tiny_run))
+    bundle.manifest = {k: v for k, v in bundle.manifest.items() if k != "drift"}
+    with pytest.raises(BundleError, match="carries no drift reference") as err:
+        bundle.drift_monitor(window=10)
+    assert "edgetl bundle" in (err.value.hint or "")
 
 
 def test_import_edgetl_imports_no_backend():

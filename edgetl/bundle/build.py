@@ -113,6 +113,7 @@ def _write(
     from edgetl.bundle.card import figure_lines, model_card
     from edgetl.bundle.readme import bundle_readme
     from edgetl.bundle.write import select_golden, write_bundle
+    from edgetl.transfer.reference import drift_files
     from edgetl.versions import library_versions
 
     spec = PreprocessSpec.model_validate(meta["preprocess"])
@@ -148,6 +149,7 @@ def _write(
         card=card,
         provenance=_provenance(run, dataset, details),
         readme=lambda manifest: bundle_readme(manifest, thresholds=kept, figures=figure_lines(card)),
+        drift=drift_files(run),
         **extra,
     )
 

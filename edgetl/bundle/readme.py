@@ -58,6 +58,16 @@ def _commands(manifest: dict[str, Any], folder: str) -> list[str]:
         "",
         "`predict` writes one row per image (path, class, defect score, verdict ok/reject, ms) and a summary;",
         "`--threshold T` overrides the tuned reject threshold, `--fail-on-reject` exits 1 when a part is rejected.",
+        *(
+            [
+                "`--drift` also embeds each image (drift/embedder.onnx, about one FP32 backbone pass;",
+                "`--drift-every N` samples) and prints, for each window of `--drift-window` images (100), whether",
+                "production has moved away from the images the model was validated on (drift/reference.npz): no",
+                "measurable shift, shift or large shift.",
+            ]
+            if manifest.get("drift")
+            else []
+        ),
         "",
         "From Python:",
         "",

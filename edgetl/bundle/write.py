@@ -34,6 +34,8 @@ from edgetl.targets.profiles import TargetProfile
 PARITY_INPUTS = "parity/inputs.npy"
 CARD = "card.json"
 THRESHOLDS = "thresholds.json"
+DRIFT_REFERENCE = "drift/reference.npz"
+DRIFT_EMBEDDER = "drift/embedder.onnx"
 # Max |logit difference| allowed against the bundle's reference logits, by precision. TensorRT FP32 and FP16
 # engines are compared with the FP32 logits, INT8 engines with the QDQ model's; other backends with the same
 # artifact's logits on the build host (another CPU may pick other kernels).
@@ -151,13 +153,14 @@ def write_bundle(
     readme: Any,
     fp32_onnx: Path | None = None,
     host_metrics: dict[str, Any] | None = None,
+    drift: tuple[Path, Path, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write the bundle folder ``out`` atomically; returns the manifest.
 
     ``models``: precision -> its files; ``references``: precision -> reference logits of ``golden_inputs``;
     ``thresholds``: precision -> thresholds.json entry (the good class against the rest); ``fp32_onnx``: the
     exported model, which TensorRT bundles always carry (FP16 engines of weakly typed TensorRT, Triton, DeepStream);
-    ``readme``: manifest -> README text.
+    ``readme``: manifest -> README text; ``drift``: (reference, embedder, reference info) for drift on the line.
     """
     from edgetl.versions import library_versions
 
@@ -174,6 +177,10 @@ def write_bundle(
         if kept:
             write_json_atomic(tmp / THRESHOLDS, kept)
         write_json_atomic(tmp / CARD, card)
+        if drift is not None:
+            (tmp / "drift").mkdir()
+            shutil.copyfile(drift[0], tmp / DRIFT_REFERENCE)
+            shutil.copyfile(drift[1], tmp / DRIFT_EMBEDDER)
 
         (tmp / "parity").mkdir()
         np.save(tmp / PARITY_INPUTS, golden_inputs.astype(np.float32), allow_pickle=False)
@@ -223,6 +230,9 @@ def write_bundle(
                 "reference_of": reference_of,
             },
             "thresholds": THRESHOLDS if kept else None,
+            "drift": None
+            if drift is None
+            else {"reference": DRIFT_REFERENCE, "embedder": DRIFT_EMBEDDER, "reference_info": drift[2]},
             "card": CARD,
             "deepstream": [f"deepstream/{f}" for f in deepstream],
             "triton": triton,

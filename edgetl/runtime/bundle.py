@@ -12,12 +12,15 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgetl.errors import EdgetlError, InvalidFileError
 from edgetl.files import is_inside, read_json, sha256_file
 from edgetl.runtime.preprocess import PreprocessSpec
 from edgetl.runtime.runner import Runner
+
+if TYPE_CHECKING:
+    from edgetl.runtime.monitor import DriftMonitor
 
 MANIFEST = "manifest.json"
 KIND = "edgetl-bundle"
@@ -73,6 +76,12 @@ def _check_shape(manifest: dict[str, Any], path: Path) -> None:
             triton = model.get("triton")
             if triton is not None and (not isinstance(triton, str) or not _PLAIN.fullmatch(triton)):
                 problems.append(f"models.{precision}.triton {triton!r} becomes a folder name: letters, digits, _.-")
+    drift = manifest.get("drift")
+    if drift is not None:
+        if not isinstance(drift, dict) or not all(isinstance(drift.get(k), str) for k in ("reference", "embedder")):
+            problems.append("drift must name its reference and embedder files")
+        else:
+            named += [drift["reference"], drift["embedder"]]
     parity = manifest.get("parity")
     if isinstance(parity, dict):
         references = parity.get("references", {})
@@ -226,6 +235,36 @@ class Bundle:
         for name in entry.get("files", []):
             self.file(name)  # an IR's .bin as well as its .xml
         return self.file(entry.get("file") or entry["onnx"])
+
+    def drift_monitor(self, *, window: int = 100, every: int = 1, threads: int | None = None) -> DriftMonitor:
+        """The drift monitor of this bundle: its reference embeddings and its embedder.
+
+        Raises:
+            BundleError: the bundle carries no drift reference (made by an older edgetl) or a damaged one.
+            BackendUnavailable: neither ONNX Runtime nor OpenVINO is installed to run the embedder.
+        """
+        from edgetl.runtime.drift import DriftReference
+        from edgetl.runtime.monitor import DriftMonitor, embedder_runner
+
+        entry = self.manifest.get("drift")
+        if not isinstance(entry, dict):
+            raise BundleError(
+                f"{self.folder} carries no drift reference.",
+                hint="re-create the bundle on the build host with 'edgetl bundle RUN' (its training run needs at "
+                "least 10 train and validation images), or predict without --drift.",
+            )
+        try:
+            reference = DriftReference.load(self.file(str(entry["reference"])))
+        except (KeyError, ValueError, OSError) as exc:
+            raise BundleError(
+                f"{self.folder}: its drift reference cannot be read ({exc}); re-create the bundle."
+            ) from exc
+        embedder = embedder_runner(self.file(str(entry["embedder"])), threads=threads)
+        try:
+            return DriftMonitor(reference, embedder, window=window, every=every)
+        except BaseException:
+            embedder.close()
+            raise
 
     def engine_dir(self, precision: str) -> Path:
         return self.folder / ENGINES / precision

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class PredictRun:
     summary: Summary
     watched: bool = False
     interrupted: bool = False
+    drift: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _line(prediction: Prediction) -> str:
@@ -90,6 +91,8 @@ def run_predict(
     device: str | None = None,
     workers: int | None = None,
     progress: bool = True,
+    drift_window: int | None = None,
+    drift_every: int = 1,
 ) -> PredictRun:
     """Predict every image of ``paths`` (files, folders, lists), then those that arrive in ``watch.folder``.
 
@@ -99,9 +102,14 @@ def run_predict(
     ``threads`` None: files are predicted by ``workers`` (default: the CPU count, at most 8) single-threaded
     inference streams, the highest throughput; a watched folder, one part at a time, by every core, the lowest
     latency.
+
+    ``drift_window``: also embed every ``drift_every``-th image and print the drift verdict of each window of that
+    many embedded images against the bundle's reference (and of the last, partial one when it has 10 or more).
     """
     from rich.console import Console
     from rich.markup import escape
+
+    from edgetl.runtime.monitor import describe
 
     if not paths and watch is None:
         raise PredictError("give images, folders or lists of images to predict, or --watch DIR.")
@@ -118,6 +126,24 @@ def run_predict(
             else ""
         )
     )
+    monitor = None
+    if drift_window is not None:
+        try:
+            monitor = model.watch_drift(window=drift_window, every=drift_every)
+        except BaseException:
+            model.close()
+            raise
+    drift: list[dict[str, Any]] = []
+
+    def check_drift(final: bool = False) -> None:
+        if monitor is None:
+            return
+        score = monitor.take_rest() if final else monitor.take_window()
+        if score is not None:
+            drift.append(score.as_dict())
+            colour = "green" if score.verdict == "no measurable shift" else "bold red"
+            console.print(f"[{colour}]{escape(describe(score))}[/{colour}]", highlight=False)
+
     summary = Summary()
     sink = ResultWriter(out, model.classes)
     interrupted = False
@@ -130,20 +156,25 @@ def run_predict(
                 ):
                     summary.add(prediction)
                     sink.write(prediction)
+                    check_drift()
             if watch is not None:
                 watcher = model if threads or not files else load(bundle, threads=None, **options)
+                watcher.drift = monitor
                 try:
                     for prediction in _watched(watcher, watch, log=console.print):
                         summary.add(prediction)
                         sink.write(prediction)
                         if out is not None:
                             console.print(_line(prediction), highlight=False)
+                        check_drift()
                 except KeyboardInterrupt:
                     interrupted = True
                     console.print("watch stopped")
                 finally:
                     if watcher is not model:
+                        watcher.drift = None  # the monitor is the first model's, closed with it
                         watcher.close()
+            check_drift(final=True)
     finally:
         sink.close()
         summary.seconds = time.perf_counter() - started
@@ -156,6 +187,7 @@ def run_predict(
         summary=summary,
         watched=watch is not None,
         interrupted=interrupted,
+        drift=drift,
     )
 
 
@@ -197,3 +229,6 @@ def print_summary(result: PredictRun) -> None:
     if s["mean_ms"] is not None:
         rate = f", {s['images_per_s']:.1f} images/s" if s["images_per_s"] and not result.watched else ""
         console.print(f"mean {s['mean_ms']:.2f} ms per image (decode + preprocess + infer){rate}")
+    if result.drift:
+        verdicts = ", ".join(d["verdict"] for d in result.drift)
+        console.print(f"drift: {len(result.drift)} window(s) scored against the bundle's reference: {verdicts}")

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 from PIL import Image
@@ -32,6 +32,9 @@ from edgetl.runtime.preprocess import (
     resized_uint8,
 )
 from edgetl.runtime.runner import InputMismatchError, Runner
+
+if TYPE_CHECKING:
+    from edgetl.runtime.monitor import DriftMonitor
 from edgetl.runtime.sources import image_files
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
@@ -89,6 +92,7 @@ class LineModel:
         self.device = device
         self.classes = bundle.classes
         self.spec = bundle.spec
+        self.drift: DriftMonitor | None = None
 
     def __enter__(self) -> LineModel:
         return self
@@ -99,8 +103,21 @@ class LineModel:
         self.close()
 
     def close(self) -> None:
-        """Release the backend."""
+        """Release the backend (and the drift embedder)."""
         self.runner.close()
+        if self.drift is not None:
+            self.drift.close()
+
+    def watch_drift(self, *, window: int = 100, every: int = 1) -> DriftMonitor:
+        """From now on, embed every ``every``-th predicted image and score each ``window`` of them against the
+        bundle's reference (``model.drift.take_window()``); returns the monitor.
+
+        Raises:
+            BundleError: the bundle carries no drift reference.
+        """
+        if self.drift is None:
+            self.drift = self.bundle.drift_monitor(window=window, every=every, threads=1)
+        return self.drift
 
     @property
     def runtime(self) -> str:
@@ -167,7 +184,10 @@ class LineModel:
     def _timed_prepare(self, image: ImageInput) -> tuple[np.ndarray, float]:
         start = time.perf_counter()
         x = self.prepare(image)
-        return x, (time.perf_counter() - start) * 1e3
+        ms = (time.perf_counter() - start) * 1e3
+        if self.drift is not None:
+            self.drift.observe(x)  # timed by the monitor: ``ms`` stays the model's own decode + infer
+        return x, ms
 
     def predict(
         self, images: ImageInput | Sequence[ImageInput], *, threshold: float | None = None, batch_size: int = 1

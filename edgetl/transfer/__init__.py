@@ -4,6 +4,7 @@
   test) and the verdict words;
 - :mod:`edgetl.transfer.gap`: ``edgetl gap``, a run's training images against new images, in its own backbone;
 - :mod:`edgetl.transfer.adapt`: ``edgetl adapt``, AdaBN into a new run;
-- :mod:`edgetl.transfer.reference`: the drift reference a bundle carries (scored on the line by :mod:`edgetl.drift`);
+- :mod:`edgetl.transfer.reference`: the drift reference a bundle carries (scored on the line by
+  :mod:`edgetl.runtime.drift`);
 - :mod:`edgetl.transfer.study`: ``edgetl study transfer``, pretrained against random initialisation.
 """

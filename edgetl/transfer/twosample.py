@@ -24,7 +24,16 @@ from typing import Any
 import numpy as np
 
 from edgetl.bench.intervals import group_bootstrap_interval
-from edgetl.drift import ALPHA, LARGE_SHIFT, NO_SHIFT, SHIFT, median_bandwidth, mmd2_from_kernel, rbf, squared_distances
+from edgetl.runtime.drift import (
+    ALPHA,
+    LARGE_SHIFT,
+    NO_SHIFT,
+    SHIFT,
+    median_bandwidth,
+    mmd2_from_kernel,
+    rbf,
+    squared_distances,
+)
 
 LARGE_AUC = 0.8
 MAX_FRECHET_DIM = 64
