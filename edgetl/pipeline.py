@@ -76,8 +76,8 @@ def stage_export(config: BuildConfig, run: RunDir) -> dict[str, Any]:
 @writes_run("calibrate")
 def stage_calibrate(config: BuildConfig, run: RunDir) -> Any:
     """Write the calibration set into run/calibration/."""
-    from edgetl.calibration import build_calibration
     from edgetl.preprocess import PreprocessSpec
+    from edgetl.quantize.calibration import build_calibration
 
     meta = read_meta(run)
     spec = PreprocessSpec.model_validate(meta["preprocess"])
@@ -98,7 +98,7 @@ def with_calibration_overrides(profile: TargetProfile, config: BuildConfig) -> T
 @writes_run("compile")
 def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> list[Any]:
     """Compile every precision of a profile into run/targets/<profile>/<precision>/ (atomically)."""
-    from edgetl.calibration import load_calibration
+    from edgetl.quantize.calibration import load_calibration
     from edgetl.targets import get_target
 
     target = get_target(profile.backend)

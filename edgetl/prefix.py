@@ -82,8 +82,8 @@ def prefix_runner(
         import onnxruntime as ort
 
         if int8_calibration is not None:
-            from edgetl.calibration import CalibrationSet
-            from edgetl.targets.onnxruntime import quantize_qdq
+            from edgetl.quantize.calibration import CalibrationSet
+            from edgetl.quantize.qdq import quantize_qdq
 
             quantized = Path(folder) / "prefix-int8.onnx"
             quantize_qdq(onnx_path, quantized, CalibrationSet(int8_calibration, {}), reduce_range=True)

@@ -9,23 +9,22 @@ from __future__ import annotations
 import abc
 import importlib.metadata
 import importlib.util
-import re
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, ValidationError
 
-from edgetl.calibration import CalibrationSet
 from edgetl.config import StrictModel
 from edgetl.errors import IntegrityError, InvalidFileError, MissingInputError
 from edgetl.files import read_json, sha256_file, write_json_atomic
+from edgetl.quantize.calibration import CalibrationSet
 from edgetl.runtime.runner import BackendUnavailable, Runner
 from edgetl.targets.profiles import Precision, TargetProfile
 from edgetl.versions import library_versions
 
 ARTIFACT_FILE = "artifact.json"
 
-__all__ = ["ARTIFACT_FILE", "Artifact", "BackendUnavailable", "Runner", "Target", "block_index"]
+__all__ = ["ARTIFACT_FILE", "Artifact", "BackendUnavailable", "Runner", "Target"]
 
 
 class Artifact(StrictModel):
@@ -93,12 +92,6 @@ class Artifact(StrictModel):
                         f"{file} is missing or differs from {path} (sha256); recompile with 'edgetl compile'."
                     )
         return artifact
-
-
-def block_index(node_name: str) -> int | None:
-    """Backbone block of an exported node (``/blocks.<i>/...``), None for the head."""
-    match = re.search(r"/blocks\.(\d+)/", node_name)
-    return int(match.group(1)) if match else None
 
 
 class Target(abc.ABC):

@@ -1,14 +1,14 @@
-"""OpenVINO backend: IR in FP32 and FP16 (compressed weights), INT8 with nncf.quantize."""
+"""OpenVINO backend: IR in FP32 and FP16 (compressed weights), INT8 in the openvino layout of
+:func:`edgetl.quantize.quantize` (nncf.quantize)."""
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from edgetl.calibration import CalibrationSet
 from edgetl.errors import MissingInputError
 from edgetl.onnx_safety import check_onnx_file
+from edgetl.quantize import CalibrationSet, quantize
 from edgetl.runtime.openvino import OpenVinoRunner
 from edgetl.targets.base import Artifact, Runner, Target
 from edgetl.targets.profiles import Precision, TargetProfile
@@ -35,39 +35,20 @@ class OpenVinoTarget(Target):
         precision: Precision,
     ) -> Artifact:
         self.require()
-        import openvino as ov
-
-        model = ov.convert_model(str(check_onnx_file(onnx)))
-        details: dict[str, Any] = {"ir": "fp16 weights" if precision == "fp16" else precision}
         if precision == "int8":
             if calib is None:
                 raise MissingInputError("INT8 needs a calibration set; run 'edgetl calibrate' first.")
-            import nncf
+            details = quantize(
+                onnx, calib, out=out / MODEL_FILE, layout="openvino", settings=profile.quantization
+            ).details
+            return self.artifact(profile, precision, MODEL_FILE, details)
+        import openvino as ov
 
-            from edgetl.quiet import after_nncf_import
-
-            after_nncf_import()
-
-            preset = {
-                "performance": nncf.QuantizationPreset.PERFORMANCE,
-                "mixed": nncf.QuantizationPreset.MIXED,
-            }[profile.quantization.preset]
-            keep = profile.quantization.fp32_blocks
-            ignored = nncf.IgnoredScope(patterns=[rf".*/blocks\.{b}/.*" for b in range(keep)], validate=False)
-            model = nncf.quantize(
-                model, nncf.Dataset(calib.batches()), preset=preset, subset_size=len(calib), ignored_scope=ignored
-            )
-            details["fp32_blocks"] = keep
-            details.update(
-                {
-                    "tool": "nncf",
-                    "nncf": importlib.metadata.version("nncf"),
-                    "preset": profile.quantization.preset,
-                    "calibration_images": len(calib),
-                }
-            )
+        model = ov.convert_model(str(check_onnx_file(onnx)))
         ov.save_model(model, str(out / MODEL_FILE), compress_to_fp16=precision == "fp16")
-        return self.artifact(profile, precision, MODEL_FILE, details)
+        return self.artifact(
+            profile, precision, MODEL_FILE, {"ir": "fp16 weights" if precision == "fp16" else precision}
+        )
 
     def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:
         return OpenVinoRunner(artifact.model_path, artifact.device, threads=threads)
