@@ -130,6 +130,7 @@ def _write(
         reference=reference,
         acceptance=acceptance,
         versions={"trained_with": meta.get("versions", {}), "bundled_with": library_versions()},
+        details=details,
     )
     kept = {p: thresholds[p] for p in models if p in thresholds}
     return write_bundle(

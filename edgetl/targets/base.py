@@ -18,6 +18,7 @@ from edgetl.config import StrictModel
 from edgetl.errors import IntegrityError, InvalidFileError, MissingInputError
 from edgetl.files import read_json, sha256_file, write_json_atomic
 from edgetl.quantize.calibration import CalibrationSet
+from edgetl.quantize.gate import GateData
 from edgetl.runtime.runner import BackendUnavailable, Runner
 from edgetl.targets.profiles import Precision, TargetProfile
 from edgetl.versions import library_versions
@@ -144,10 +145,12 @@ class Target(abc.ABC):
         calib: CalibrationSet | None,
         *,
         precision: Precision,
+        gate: GateData | None = None,
     ) -> Artifact:
         """Build one precision of ``onnx`` for ``profile`` into the (empty) folder ``out``.
 
-        INT8 follows ``profile.quantization`` (a build's overrides are already applied to it).
+        INT8 follows ``profile.quantization`` (a build's overrides are already applied to it); with ``gate`` it
+        is checked on those images and climbs the ladder when it fails (:func:`edgetl.quantize.quantize`).
         """
 
     @abc.abstractmethod

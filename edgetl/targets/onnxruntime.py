@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from edgetl.config import ConfigError
 from edgetl.errors import MissingInputError
 from edgetl.onnx_safety import check_onnx_file
-from edgetl.quantize import CalibrationSet, quantize
+from edgetl.quantize import CalibrationSet, GateData, quantize
 from edgetl.runtime.onnxruntime import OnnxRuntimeRunner
 from edgetl.targets.base import Artifact, Runner, Target
 from edgetl.targets.profiles import Precision, TargetProfile
@@ -34,6 +34,7 @@ class OnnxRuntimeTarget(Target):
         calib: CalibrationSet | None,
         *,
         precision: Precision,
+        gate: GateData | None = None,
     ) -> Artifact:
         self.require()
         check_onnx_file(onnx)
@@ -44,7 +45,7 @@ class OnnxRuntimeTarget(Target):
             if calib is None:
                 raise MissingInputError("INT8 needs a calibration set; run 'edgetl calibrate' first.")
             details = quantize(
-                onnx, calib, out=out / MODEL_FILE, layout="onnxruntime", settings=profile.quantization
+                onnx, calib, out=out / MODEL_FILE, layout="onnxruntime", settings=profile.quantization, gate=gate
             ).details
         else:
             raise ConfigError(f"onnxruntime targets build fp32 or int8, not {precision}.")

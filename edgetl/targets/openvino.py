@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from edgetl.errors import MissingInputError
 from edgetl.onnx_safety import check_onnx_file
-from edgetl.quantize import CalibrationSet, quantize
+from edgetl.quantize import CalibrationSet, GateData, quantize
 from edgetl.runtime.openvino import OpenVinoRunner
 from edgetl.targets.base import Artifact, Runner, Target
 from edgetl.targets.profiles import Precision, TargetProfile
@@ -33,13 +33,14 @@ class OpenVinoTarget(Target):
         calib: CalibrationSet | None,
         *,
         precision: Precision,
+        gate: GateData | None = None,
     ) -> Artifact:
         self.require()
         if precision == "int8":
             if calib is None:
                 raise MissingInputError("INT8 needs a calibration set; run 'edgetl calibrate' first.")
             details = quantize(
-                onnx, calib, out=out / MODEL_FILE, layout="openvino", settings=profile.quantization
+                onnx, calib, out=out / MODEL_FILE, layout="openvino", settings=profile.quantization, gate=gate
             ).details
             return self.artifact(profile, precision, MODEL_FILE, details)
         import openvino as ov

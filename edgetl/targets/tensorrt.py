@@ -16,7 +16,7 @@ from edgetl.config import ConfigError
 from edgetl.errors import MissingInputError
 from edgetl.files import atomic_path, write_bytes_atomic
 from edgetl.onnx_safety import check_onnx_file
-from edgetl.quantize import CalibrationSet, quantize
+from edgetl.quantize import CalibrationSet, GateData, quantize
 from edgetl.quantize.fp16 import to_fp16_onnx
 from edgetl.quantize.qdq_check import check_qdq
 from edgetl.runtime.tensorrt import (
@@ -142,9 +142,10 @@ class TensorRTTarget(Target):
         calib: CalibrationSet | None,
         *,
         precision: Precision,
+        gate: GateData | None = None,
     ) -> Artifact:
         """Prepare the precision's ONNX file; build the engine too when TensorRT and a GPU are here."""
-        details = prepare_onnx(onnx, profile, out, calib, precision=precision)
+        details = prepare_onnx(onnx, profile, out, calib, precision=precision, gate=gate)
         onnx_file = ONNX_FILES[precision]
         if self.is_available():
             assert profile.tensorrt is not None
@@ -183,6 +184,7 @@ def prepare_onnx(
     calib: CalibrationSet | None,
     *,
     precision: Precision,
+    gate: GateData | None = None,
 ) -> dict[str, Any]:
     """Write the ONNX file(s) TensorRT builds a precision from into ``out``: the build host's share of the work.
 
@@ -201,7 +203,7 @@ def prepare_onnx(
     if calib is None:
         raise MissingInputError("INT8 needs a calibration set; run 'edgetl calibrate' first.")
     details = quantize(
-        onnx, calib, out=out / ONNX_FILES["int8"], layout="tensorrt", settings=profile.quantization
+        onnx, calib, out=out / ONNX_FILES["int8"], layout="tensorrt", settings=profile.quantization, gate=gate
     ).details
     details["onnx"] = ONNX_FILES["int8"]
     details["qdq_check"] = check_qdq(out / ONNX_FILES["int8"], profile)
