@@ -112,11 +112,11 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
     calib = load_calibration(run.calibration) if "int8" in profile.precisions else None
     profile = with_calibration_overrides(profile, config)
     gate = None
-    if calib is not None:
+    if {"int8", "bf16"} & set(profile.precisions):
         from edgetl.quantize.gate_data import gate_data_for_run
 
         gate = gate_data_for_run(run, config, calib, onnx_path, profile.quantization.gate)
-        _log(f"INT8 gate of {profile.name}: {gate.source}")
+        _log(f"accuracy gate of {profile.name}: {gate.source}")
     artifacts = []
     for precision in profile.precisions:
         t0 = time.perf_counter()

@@ -20,7 +20,7 @@ from edgetl.run import RunDir
 
 
 def gate_data_for_run(
-    run: RunDir, config: BuildConfig, calib: CalibrationSet, onnx_path: Path, spec: GateSpec
+    run: RunDir, config: BuildConfig, calib: CalibrationSet | None, onnx_path: Path, spec: GateSpec
 ) -> GateData:
     """Gate images of ``run`` (see the module docstring), preprocessed as at deploy time, with FP32 logits."""
     from edgetl.bench.accuracy import good_class_index
@@ -36,7 +36,7 @@ def gate_data_for_run(
     small = isinstance(validation, dict) and not validation.get("adequate", True)
     source = f"the validation split ({len(samples)} images)"
     if small:
-        calibrated = {f["path"] for f in calib.manifest.get("files", [])}
+        calibrated = {f["path"] for f in (calib.manifest.get("files", []) if calib else [])}
         extra = [s for s in dataset.split("train") if s.path.as_posix() not in calibrated]
         room = max(spec.max_images - len(samples), 0)
         extra = [extra[i] for i in np.unique(np.linspace(0, len(extra) - 1, min(room, len(extra))).astype(int))]

@@ -9,7 +9,7 @@ from typing import ClassVar
 from edgetl.errors import MissingInputError
 from edgetl.onnx_safety import check_onnx_file
 from edgetl.quantize import CalibrationSet, GateData, quantize
-from edgetl.runtime.openvino import OpenVinoRunner
+from edgetl.runtime.openvino import OpenVinoRunner, require_bf16
 from edgetl.targets.base import Artifact, Runner, Target
 from edgetl.targets.profiles import Precision, TargetProfile
 
@@ -43,13 +43,26 @@ class OpenVinoTarget(Target):
                 onnx, calib, out=out / MODEL_FILE, layout="openvino", settings=profile.quantization, gate=gate
             ).details
             return self.artifact(profile, precision, MODEL_FILE, details)
+        reason = require_bf16(f"profile {profile.name}") if precision == "bf16" else None
         import openvino as ov
 
         model = ov.convert_model(str(check_onnx_file(onnx)))
         ov.save_model(model, str(out / MODEL_FILE), compress_to_fp16=precision == "fp16")
-        return self.artifact(
-            profile, precision, MODEL_FILE, {"ir": "fp16 weights" if precision == "fp16" else precision}
-        )
+        details = {"ir": "fp16 weights" if precision == "fp16" else precision}
+        if precision == "bf16":
+            # The FP32 IR, run with OpenVINO's bf16 inference precision: gated like INT8 (its own gate, no ladder;
+            # the fp32 artifact is the fallback).
+            details.update({"ir": "fp32", "inference_precision": "bf16", "bf16": reason})
+            if gate is not None:
+                from edgetl.quantize.evaluate import logits_of
+                from edgetl.quantize.gate import gate_line, score_gate
+
+                logits = logits_of(out / MODEL_FILE, gate.images, precision="bf16")
+                scored = score_gate(logits, gate, profile.quantization.gate)
+                limits = profile.quantization.gate.model_dump()
+                details["gate"] = {**scored, "limits": limits, "line": gate_line(scored)}
+        return self.artifact(profile, precision, MODEL_FILE, details)
 
     def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:
-        return OpenVinoRunner(artifact.model_path, artifact.device, threads=threads)
+        precision = str(artifact.details.get("inference_precision", "f32"))
+        return OpenVinoRunner(artifact.model_path, artifact.device, threads=threads, inference_precision=precision)

@@ -13,7 +13,7 @@ from edgetl.config import ConfigError, StrictModel
 from edgetl.paths import PlainName
 from edgetl.quantize.settings import QuantizationSpec
 
-Precision = Literal["fp32", "fp16", "int8"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
 __all__ = ["Precision", "QuantizationSpec", "TargetProfile", "TensorRTSpec"]
 
@@ -55,6 +55,8 @@ class TargetProfile(StrictModel):
     def _backend_settings(self) -> TargetProfile:
         if self.backend == "tensorrt" and self.tensorrt is None:
             raise ValueError("a tensorrt profile needs a 'tensorrt:' section (version, platform, ...)")
+        if "bf16" in self.precisions and self.backend != "openvino":
+            raise ValueError("bf16 runs through OpenVINO on Intel CPUs (AMX or AVX512-BF16): use backend openvino")
         if self.backend == "tensorrt" and self.quantization.activations != "int8":
             raise ValueError("TensorRT needs signed int8 activations: set quantization.activations: int8")
         return self
