@@ -154,3 +154,19 @@ def test_the_gate_reports_each_figure_with_an_interval_around_it(planted):
     assert gate["passed"] == (not gate["failed"])
     same = score_gate(data.reference, data, GateSpec())
     assert same["passed"] and same["figures"]["agreement"]["value"] == 1.0
+
+
+def test_no_backend_module_imports_another_and_training_quantizes_through_the_package():
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "edgetl"
+    backends = {"onnxruntime", "openvino", "tensorrt"}
+    for name in backends:
+        tree = ast.parse((root / "targets" / f"{name}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        others = {f"edgetl.targets.{b}" for b in backends - {name}}
+        assert not imported & others, (name, imported & others)
+    for module in ("train.py", "prefix.py"):
+        text = (root / module).read_text()
+        assert "edgetl.targets.onnxruntime" not in text and "edgetl.targets.tensorrt" not in text, module
+    assert "from edgetl.quantize import" in (root / "prefix.py").read_text()
