@@ -365,9 +365,9 @@ def ladder_outcomes(report: dict[str, Any]) -> list[str]:
         )
         sensitivity = ladder.get("sensitivity") or []
         if sensitivity:
-            ranked = ", ".join(f"{s['group']} {s['error']:.3g}" for s in sensitivity[:5])
-            lines.append(f"{artifact_name(a)}: most sensitive groups (relative logit error, one group quantized): "
-                         f"{ranked}.")  # fmt: skip
+            ranked = ", ".join(f"{s['group']} (agreement {s['agreement']:.3f}, error {s['error']:.3g})"
+                               for s in sensitivity[:5])  # fmt: skip
+            lines.append(f"{artifact_name(a)}: most sensitive groups, each quantized alone: {ranked}.")
     return lines
 
 

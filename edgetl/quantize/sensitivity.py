@@ -2,8 +2,10 @@
 
 A group is a backbone block or the head (:mod:`edgetl.quantize.groups`). The activation ranges are calibrated
 once (onnxruntime's calibration cache), then the model is quantized once per group with every other group left
-in floating point, and run on a few gate images: the error of each group is the mean squared logit difference
-to FP32, relative to the FP32 logits' own mean square. The ranking is a property of the model and its data, so
+in floating point, and run on a few gate images. Groups are ranked by the decisions they flip (top-1 agreement
+with FP32), then by their error: the mean squared difference to FP32 of the logits centred on each image's mean
+(a shift shared by every class changes no decision; quantizing the head's output does little else), relative to
+the FP32 centred logits' own mean square. The ranking is a property of the model and its data, so
 every layout (OpenVINO's included) takes it from this ONNX Runtime simulation.
 """
 
@@ -39,10 +41,11 @@ def rank_groups(
     per_channel: bool,
     tensorrt: bool,
 ) -> list[dict[str, Any]]:
-    """Every group with its measured error, most sensitive first."""
+    """Every group with its agreement and error when quantized alone, most sensitive first."""
     from edgetl.quantize.qdq import prepared_model, quantize_qdq
 
-    signal = float(np.mean(reference.astype(np.float64) ** 2)) or 1.0
+    centred = reference.astype(np.float64) - reference.mean(axis=1, keepdims=True)
+    signal = float(np.mean(centred**2)) or 1.0
     results = []
     with tempfile.TemporaryDirectory(prefix="edgetl-sensitivity-") as tmp:
         prepared = prepared_model(onnx_path, Path(tmp) / "prepared.onnx")
@@ -67,7 +70,8 @@ def rank_groups(
                 prepared=prepared,
             )
             logits = logits_of(out, images)
-            error = float(np.mean((logits.astype(np.float64) - reference) ** 2)) / signal
+            moved = logits.astype(np.float64) - logits.mean(axis=1, keepdims=True) - centred
+            error = float(np.mean(moved**2)) / signal
             agreement = float(np.mean(logits.argmax(1) == reference.argmax(1)))
             results.append({"group": group, "error": round(error, 6), "agreement": agreement})
-    return sorted(results, key=lambda r: -r["error"])
+    return sorted(results, key=lambda r: (r["agreement"], -r["error"]))
