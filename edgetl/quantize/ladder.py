@@ -152,7 +152,7 @@ def climb(
                     landed = record
                     why = (
                         f"INT8 failed its gate; keeping the {k} most sensitive group(s) ({', '.join(groups)}, by "
-                        f"measured error) in floating point passed"
+                        f"measured sensitivity) in floating point passed"
                     )
                     break
         if landed is None and layout == "openvino":
@@ -172,7 +172,7 @@ def climb(
                 "no INT8 or mixed rung passed its gate; this is the closest one. TensorRT builds FP16 from the "
                 "profile's fp16 artifact: deploy that one"
             )
-        record, path, details = next(c for c in candidates if c[0] is landed)
+        _, path, details = next(c for c in candidates if c[0] is landed)
         _copy_model(path, out)
     details = dict(details)
     details["gate"] = {**landed["gate"], "limits": settings.gate.model_dump(), "line": gate_line(landed["gate"])}
@@ -181,7 +181,7 @@ def climb(
         "kind": landed["kind"],
         "rung": landed["rung"],
         "why": why,
-        "rungs": [{k: v for k, v in r.items()} for r in rungs],
+        "rungs": rungs,
         "sensitivity": sensitivity,
         "enabled": ladder.enabled,
     }
