@@ -4,7 +4,7 @@ Usage: python benchmarks/compare_ort_int8.py runs/demo [--fp32-blocks 2] [--thre
        [--recipes | --nncf]
 
 By default compares activation x weight layouts (static QDQ, per-channel weights, global min/max, through
-`edgetl.targets.onnxruntime.quantize_qdq`); with --recipes the `cpu` profile's layout (u8 x s8, 7-bit weights) with
+`edgetl.quantize.qdq.quantize_qdq`); with --recipes the `cpu` profile's layout (u8 x s8, 7-bit weights) with
 global or moving-average ranges, each with and without bias correction; with --nncf also nncf.quantize on the ONNX
 model. --train-images N adds N training images that are not in the calibration set to the agreement measurement
 (agreement needs no labels, so this never touches the test split). Writes nothing into the run.
@@ -56,12 +56,12 @@ def main() -> int:
     args = parser.parse_args()
     import onnx
 
-    from edgetl.calibration import load_calibration
     from edgetl.data.dataset import load_split
     from edgetl.export import onnx_metadata
     from edgetl.pipeline import RunDir, _split_inputs
     from edgetl.preprocess import PreprocessSpec, preprocess_file
-    from edgetl.targets.onnxruntime import quantize_qdq
+    from edgetl.quantize.calibration import load_calibration
+    from edgetl.quantize.qdq import quantize_qdq
 
     run = RunDir(args.run)
     fp32 = run.export / "model.onnx"

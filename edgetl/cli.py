@@ -623,7 +623,7 @@ def predict(
         ),
     ] = None,
     precision: Annotated[
-        str | None, typer.Option(help="fp32, fp16 or int8 (default: FP32 when the bundle has it).")
+        str | None, typer.Option(help="fp32, fp16, bf16 or int8 (default: FP32 when the bundle has it).")
     ] = None,
     threshold: Annotated[
         float | None, typer.Option(help="Reject when the defect score 1 - P(good) >= this (default: the tuned one).")

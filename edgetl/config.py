@@ -221,7 +221,11 @@ class ExportConfig(StrictModel):
     """ONNX export and its parity check."""
 
     opset: int | None = Field(None, ge=11, le=23, description="None: the lowest opset among the targets.")
-    dynamic_batch: bool = Field(False, description="Export a dynamic batch axis (batch 1 static otherwise).")
+    dynamic_batch: bool = Field(
+        True,
+        description="Export a dynamic batch axis, so throughput is measured at every bench.batch_sizes (false: a "
+        "static batch-1 model; TensorRT engines still build for the profile's min/opt/max batch).",
+    )
     parity_images: int = Field(64, ge=1, description="Real validation images checked against PyTorch.")
     parity_atol: float = Field(1e-4, gt=0, description="Largest allowed |logit difference|.")
     slim: bool = Field(True, description="Simplify the graph with onnxslim.")

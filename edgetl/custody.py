@@ -22,7 +22,7 @@ _READS: dict[str, tuple[tuple[str, ...], bool, bool]] = {
     "train": (("train", "val"), False, False),
     "export": (("val",), True, False),
     "calibrate": (("train",), False, False),
-    "compile": ((), False, True),
+    "compile": (("train", "val"), False, True),
     "bench": (("val", "test"), True, True),
     "bundle": (("val", "test"), True, True),
     "gap": (("train",), True, False),

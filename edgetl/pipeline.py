@@ -76,8 +76,8 @@ def stage_export(config: BuildConfig, run: RunDir) -> dict[str, Any]:
 @writes_run("calibrate")
 def stage_calibrate(config: BuildConfig, run: RunDir) -> Any:
     """Write the calibration set into run/calibration/."""
-    from edgetl.calibration import build_calibration
     from edgetl.preprocess import PreprocessSpec
+    from edgetl.quantize.calibration import build_calibration
 
     meta = read_meta(run)
     spec = PreprocessSpec.model_validate(meta["preprocess"])
@@ -98,7 +98,7 @@ def with_calibration_overrides(profile: TargetProfile, config: BuildConfig) -> T
 @writes_run("compile")
 def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> list[Any]:
     """Compile every precision of a profile into run/targets/<profile>/<precision>/ (atomically)."""
-    from edgetl.calibration import load_calibration
+    from edgetl.quantize.calibration import load_calibration
     from edgetl.targets import get_target
 
     target = get_target(profile.backend)
@@ -111,6 +111,12 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
     meta = read_meta(run)
     calib = load_calibration(run.calibration) if "int8" in profile.precisions else None
     profile = with_calibration_overrides(profile, config)
+    gate = None
+    if {"int8", "bf16"} & set(profile.precisions):
+        from edgetl.quantize.gate_data import gate_data_for_run
+
+        gate = gate_data_for_run(run, config, calib, onnx_path, profile.quantization.gate)
+        _log(f"accuracy gate of {profile.name}: {gate.source}")
     artifacts = []
     for precision in profile.precisions:
         t0 = time.perf_counter()
@@ -121,6 +127,7 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
                 tmp,
                 calib,
                 precision=precision,
+                gate=gate,
             )
             artifact.classes = list(meta["classes"])
             artifact.preprocess = meta["preprocess"]

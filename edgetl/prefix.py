@@ -88,11 +88,13 @@ def prefix_runner(
         import onnxruntime as ort
 
         if int8_calibration is not None:
-            from edgetl.calibration import CalibrationSet
-            from edgetl.targets.onnxruntime import quantize_qdq
+            from edgetl.quantize import CalibrationSet, QuantizationSpec, quantize
 
             quantized = Path(folder) / "prefix-int8.onnx"
-            quantize_qdq(onnx_path, quantized, CalibrationSet(int8_calibration, {}), reduce_range=True)
+            settings = QuantizationSpec(reduce_range=True)  # the cpu profile's layout: u8 x s8, 7-bit weights
+            quantize(
+                onnx_path, CalibrationSet(int8_calibration, {}), out=quantized, layout="onnxruntime", settings=settings
+            )
             onnx_path = quantized
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()

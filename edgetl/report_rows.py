@@ -294,6 +294,47 @@ def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def _figure(gate: dict[str, Any], name: str) -> str:
+    f = (gate.get("figures") or {}).get(name)
+    if not isinstance(f, dict):
+        return "-"
+    low, high = f["interval"]
+    return f"{f['value']:.3f} [{low:.3f}, {high:.3f}]" + ("" if f.get("met", True) else " (not met)")
+
+
+RUNG_HEADER = [
+    "rung",
+    "kind",
+    "what",
+    "passed",
+    "agreement",
+    "bal. acc. drop",
+    "defect recall drop",
+    "p50 ms (FP32)",
+    "size MB",
+    "note",
+]
+
+
+def _rung_row(rung: dict[str, Any]) -> list[str]:
+    """One measured rung of edgetl's ladder (a gate and a cost per rung)."""
+    gate, cost = rung.get("gate") or {}, rung.get("cost") or {}
+    p50, fp32 = cost.get("p50_ms"), cost.get("fp32_p50_ms")
+    speed = "-" if p50 is None else f"{p50:.3f}" + ("" if fp32 is None else f" ({fp32:.3f})")
+    return [
+        str(rung.get("rung")),
+        str(rung.get("kind")),
+        str(rung.get("name")),
+        _cell(rung.get("passed")),
+        _figure(gate, "agreement"),
+        _figure(gate, "balanced_accuracy_drop"),
+        _figure(gate, "defect_recall_drop"),
+        speed,
+        "-" if cost.get("size_bytes") is None else f"{cost['size_bytes'] / 1e6:.2f}",
+        str(rung.get("note") or ""),
+    ]
+
+
 def ladder_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(artifact, header, rows) of every INT8 ladder the artifacts record (details.ladder: one dict per rung)."""
     out = []
@@ -301,18 +342,45 @@ def ladder_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[lis
         rungs = _ladder_of(a)
         if not rungs:
             continue
+        if all("gate" in rung for rung in rungs):
+            out.append((artifact_name(a), RUNG_HEADER, [_rung_row(rung) for rung in rungs]))
+            continue
         header = list(dict.fromkeys(k for rung in rungs for k in rung))
         out.append((artifact_name(a), header, [[_cell(rung.get(k)) for k in header] for rung in rungs]))
     return out
 
 
+def ladder_outcomes(report: dict[str, Any]) -> list[str]:
+    """One line per INT8 artifact with a gate: where it landed, why, and its gate's figures."""
+    lines = []
+    for a in report["artifacts"]:
+        details = a.get("details") or {}
+        gate, ladder = details.get("gate"), details.get("ladder")
+        if not isinstance(gate, dict) or not isinstance(ladder, dict):
+            continue
+        verdict = "passed" if gate.get("passed") else "FAILED"
+        lines.append(
+            f"{artifact_name(a)}: landed on rung {ladder.get('rung')} ({ladder.get('landed')}), gate {verdict} on "
+            f"{gate.get('source')}: {gate.get('line')}. Why: {ladder.get('why')}."
+        )
+        sensitivity = ladder.get("sensitivity") or []
+        if sensitivity:
+            ranked = ", ".join(f"{s['group']} (agreement {s['agreement']:.3f}, error {s['error']:.3g})"
+                               for s in sensitivity[:5])  # fmt: skip
+            lines.append(f"{artifact_name(a)}: most sensitive groups, each quantized alone: {ranked}.")
+    return lines
+
+
 def best_throughput(a: dict[str, Any]) -> tuple[str, float | None]:
-    """(batch size, images/s) of the fastest supported batch size of an artifact."""
-    rates = {int(b): r["images_per_s"] for b, r in a["throughput"]["batch"].items() if r.get("supported")}
+    """(batch size, images/s) of the fastest supported batch size of an artifact; OpenVINO's THROUGHPUT-hint
+    figures count too (their batch is marked "streams")."""
+    rates = {str(b): r["images_per_s"] for b, r in a["throughput"]["batch"].items() if r.get("supported")}
+    hinted = a["throughput"].get("throughput_hint") or {}
+    rates.update({f"{b} (streams)": r["images_per_s"] for b, r in hinted.items() if r.get("supported")})
     if not rates:
         return "-", None
     size = max(rates, key=lambda b: rates[b])
-    return str(size), rates[size]
+    return size, rates[size]
 
 
 LATENCY_HEADER = [

@@ -182,7 +182,14 @@ def ladder(report: dict[str, Any]) -> Section | None:
     tables = rows.ladder_tables(report)
     if not tables:
         return None
-    blocks: list[Block] = [Text("Every rung the quantization tried for an artifact, as its artifact.json records.")]
+    blocks: list[Block] = [
+        Text(
+            "Every rung the quantization tried for an artifact, as its artifact.json records: the accuracy gate "
+            "against FP32 on the validation data (each figure with its 95 % interval; limits in the profile's "
+            "quantization.gate) and the cost (batch-1 p50 at compile time, size)."
+        )
+    ]
+    blocks += [Text(line) for line in rows.ladder_outcomes(report)]
     for name, header, body in tables:
         blocks += [Sub(name), Table(header, body)]
     return Section("ladder", "INT8 ladder", blocks)

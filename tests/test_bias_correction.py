@@ -11,10 +11,10 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from edgetl.calibration import CalibrationSet
 from edgetl.export import export_module
-from edgetl.targets.bias_correction import _channel_means, spread
-from edgetl.targets.onnxruntime import quantize_qdq
+from edgetl.quantize.bias_correction import _channel_means, spread
+from edgetl.quantize.calibration import CalibrationSet
+from edgetl.quantize.qdq import quantize_qdq
 
 
 class _Net(nn.Module):

@@ -57,7 +57,10 @@ def test_bundle_is_complete(trt_run):
     assert card["validated_on"]["split"] == "test" and "ONNX Runtime" in card["validated_on"]["measured_by"]
     assert card["figures"]["int8"]["metrics"]["accuracy"] == host["int8"]["accuracy"]
     assert card["recipe"]["strategy"] == "partial"
+    gated = card["quantization"]["int8"]
+    assert gated["gate"] and gated["rung"] >= 1 and gated["why"] and gated["rungs"][0]["name"]
     readme = (folder / "README.md").read_text()
+    assert "INT8 accuracy gate" in readme
     assert "edgetl compile jetson-orin-nano" in readme and "cuda-python>=12.6,<13" in readme
     assert 'pip install "edgetl[onnxruntime]"' in readme and "edgetl predict jetson-orin-nano" in readme
     # Every file on disk is in the manifest and no temporary folder is left.

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from hostile import file_hashes, invoke
 
-from edgetl.calibration import load_calibration
 from edgetl.preprocess import PreprocessSpec, preprocess_file
+from edgetl.quantize.calibration import load_calibration
 
 
 def test_calibration_pixels_are_uint8_and_load_as_the_deploy_time_tensors(tiny_run):

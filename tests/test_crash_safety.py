@@ -16,7 +16,6 @@ import pytest
 import torch
 from conftest import make_image_folder, tiny_config
 
-from edgetl.calibration import load_calibration
 from edgetl.data.dataset import load_split
 from edgetl.files import DiskFullError, read_json
 from edgetl.models import load_checkpoint
@@ -29,6 +28,7 @@ from edgetl.pipeline import (
     stage_export,
     stage_train,
 )
+from edgetl.quantize.calibration import load_calibration
 from edgetl.run import RunDir, init_run, open_run
 from edgetl.targets import Artifact
 from edgetl.targets.profiles import resolve_profile

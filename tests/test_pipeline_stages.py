@@ -141,19 +141,49 @@ def test_given_strategies_resolve_to_their_first_trained_block():
     assert resolve_strategy(TrainConfig(strategy="partial", trainable_blocks=99), "resnet18") == ("partial", 0)
 
 
-def test_int8_keeps_the_profile_stem_in_floating_point(tiny_run):
+def test_every_int8_artifact_records_its_gate_and_the_rung_it_landed_on(tiny_run):
+    _, run, _, _, _ = tiny_run
+    for profile in ("cpu", "intel-cpu"):
+        details = Artifact.read(run.target(profile, "int8")).details
+        gate, ladder = details["gate"], details["ladder"]
+        assert gate["source"].startswith("the validation split") and gate["images"] > 0
+        assert set(gate["figures"]) >= {"agreement", "balanced_accuracy_drop", "defect_recall_drop"}
+        assert gate["limits"]["min_agreement"] == 0.98 and gate["line"]
+        assert ladder["rungs"][0]["kind"] == "int8" and ladder["why"]
+        assert ladder["landed"] == ladder["rungs"][ladder["rung"] - 1]["name"]
+        assert gate["passed"] == ladder["rungs"][ladder["rung"] - 1]["gate"]["passed"]
+        # No hand-tuned stem rule: what stays in floating point is the ladder's measured choice.
+        assert details.get("fp32_blocks", 0) == 0
+
+
+def test_int8_keeps_the_configured_stem_in_floating_point(tiny_run, tmp_path):
+    import shutil
+
     import openvino as ov
 
-    _, run, _, _, _ = tiny_run
-    ort_artifact = Artifact.read(run.target("cpu", "int8"))
+    from edgetl.pipeline import stage_compile
+    from edgetl.run import RunDir
+
+    config, run, _, _, _ = tiny_run
+    copy = RunDir(tmp_path / "run")
+    for part in ("data", "train", "export", "calibration"):
+        shutil.copytree(run.root / part, copy.root / part)
+    stem = config.model_copy(update={"calibration": config.calibration.model_copy(update={"fp32_blocks": 2})})
+    for name in ("cpu", "intel-cpu"):
+        profile = resolve_profile(name)
+        q = profile.quantization
+        ladder_off = q.model_copy(update={"ladder": q.ladder.model_copy(update={"enabled": False})})
+        profile = profile.model_copy(update={"quantization": ladder_off})
+        stage_compile(stem, copy, profile)
+    ort_artifact = Artifact.read(copy.target("cpu", "int8"))
     assert ort_artifact.details["fp32_blocks"] == 2 and ort_artifact.details["fp32_nodes"] > 0
     graph = onnx.load(str(ort_artifact.model_path)).graph
     produced_by = {out: node.op_type for node in graph.node for out in node.output}
-    stem = [n for n in graph.node if n.op_type == "Conv" and ("/blocks.0/" in n.name or "/blocks.1/" in n.name)]
+    stem_convs = [n for n in graph.node if n.op_type == "Conv" and ("/blocks.0/" in n.name or "/blocks.1/" in n.name)]
     later = [n for n in graph.node if n.op_type == "Conv" and "/blocks.5/" in n.name]
-    assert stem and all(produced_by.get(n.input[1]) != "DequantizeLinear" for n in stem)
+    assert stem_convs and all(produced_by.get(n.input[1]) != "DequantizeLinear" for n in stem_convs)
     assert later and all(produced_by.get(n.input[1]) == "DequantizeLinear" for n in later)
-    ov_artifact = Artifact.read(run.target("intel-cpu", "int8"))
+    ov_artifact = Artifact.read(copy.target("intel-cpu", "int8"))
     assert ov_artifact.details["fp32_blocks"] == 2
     ops = ov.Core().read_model(str(ov_artifact.model_path)).get_ordered_ops()
     # Saved IRs hold quantized weights as int8 constants with a scale named ".../fq_weights_<n>" (a Multiply).

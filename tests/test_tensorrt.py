@@ -11,9 +11,9 @@ import pytest
 from onnx import numpy_helper
 
 from edgetl.config import ConfigError
+from edgetl.quantize.qdq_check import QdqCheckError, check_qdq
 from edgetl.targets import Artifact, BackendUnavailable, get_target
 from edgetl.targets.profiles import TargetProfile, available_profiles, resolve_profile
-from edgetl.targets.qdq_check import QdqCheckError, check_qdq
 from edgetl.targets.tensorrt import TensorRTTarget, fingerprint_mismatch
 
 TRT_PROFILES = ["jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin", "jetson-xavier-nx", "nvidia-gpu"]

@@ -166,3 +166,33 @@ def group_bootstrap_interval(
     if not (np.isfinite(low) and np.isfinite(high)):  # scipy gives NaN when every resample agrees
         low = high = point
     return [min(low, point), max(high, point)]
+
+
+def bootstrap_interval(
+    statistic: Callable[[np.ndarray], float],
+    n: int,
+    groups: Sequence[str] | np.ndarray | None = None,
+    *,
+    resamples: int = 1000,
+    seed: int = _SEED,
+) -> list[float]:
+    """Percentile bootstrap over groups of ``statistic(indices)``, a figure of the images at ``indices``
+    (repeats allowed): paired, when the statistic compares two models on the same images."""
+    if n == 0:
+        return [0.0, 0.0]
+    codes = _group_codes(groups, n)
+    members = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rng = np.random.default_rng(seed)
+    values = []
+    for counts in rng.multinomial(len(sizes), np.full(len(sizes), 1.0 / len(sizes)), size=resamples):
+        picked = np.repeat(np.arange(len(sizes)), counts)
+        indices = np.concatenate([members[starts[g] : starts[g] + sizes[g]] for g in picked])
+        values.append(statistic(indices))
+    finite = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
+    point = statistic(np.arange(n))
+    if not len(finite):
+        return [float(point), float(point)]
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return [float(min(low, point)), float(max(high, point))]

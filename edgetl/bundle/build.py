@@ -44,12 +44,13 @@ def host_runner(path: Path, precision: str) -> Runner:
     return OnnxRuntimeRunner(path, threads=None, optimization="none" if precision == "int8" else "all")
 
 
-def _artifact_runner(profile: TargetProfile, path: Path) -> Runner:
+def _artifact_runner(profile: TargetProfile, path: Path, precision: str = "fp32") -> Runner:
     """The runtime's runner for a CPU artifact, opened as the bundle will be on the line."""
     if profile.backend == "openvino":
         from edgetl.runtime.openvino import OpenVinoRunner
 
-        return OpenVinoRunner(path, profile.device, threads=None)
+        hint = "bf16" if precision == "bf16" else "f32"
+        return OpenVinoRunner(path, profile.device, threads=None, inference_precision=hint)
     from edgetl.runtime.onnxruntime import OnnxRuntimeRunner
 
     return OnnxRuntimeRunner(path, threads=None)
@@ -131,6 +132,7 @@ def _write(
         reference=reference,
         acceptance=acceptance,
         versions={"trained_with": meta.get("versions", {}), "bundled_with": library_versions()},
+        details=details,
     )
     kept = {p: thresholds[p] for p in models if p in thresholds}
     return write_bundle(
@@ -205,7 +207,7 @@ def _runtime_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) ->
         validated[precision] = _bench_figures(entry, report_file)
     x_val, _, names_val = split_inputs(dataset, spec, "val")
     val_logits: dict[str, np.ndarray] = {
-        p: _logits(_artifact_runner(profile, m.files[m.main]), x_val) for p, m in models.items()
+        p: _logits(_artifact_runner(profile, m.files[m.main], p), x_val) for p, m in models.items()
     }
     cpu = report.get("host", {}).get("cpu", "the build host")
     return _write(

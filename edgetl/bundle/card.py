@@ -31,10 +31,12 @@ def model_card(
     reference: dict[str, Any] | None,
     versions: dict[str, Any],
     acceptance: dict[str, Any] | None = None,
+    details: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """card.json's content. ``validated``: precision -> figures on the test split (with intervals where the
     report has them) and the threshold; ``reference``: the FP32 PyTorch model's test figures, when measured;
-    ``acceptance``: the sign-off verdict of each precision and the recommended one (None when not judged here)."""
+    ``acceptance``: the sign-off verdict of each precision and the recommended one (None when not judged here);
+    ``details``: precision -> its artifact's details (the INT8 gate and ladder come from there)."""
     spec = PreprocessSpec.model_validate(meta["preprocess"])
     counts = dataset_info.get("counts", {})
     return {
@@ -62,6 +64,7 @@ def model_card(
         },
         "figures": validated,
         "acceptance": acceptance,
+        "quantization": quantization_summary(details or {}),
         "fp32_reference": reference,
         "training": {
             key: meta.get(key) for key in ("strategy", "trained_from_block", "best_epoch", "epochs_run", "val_metrics")
@@ -71,6 +74,30 @@ def model_card(
         "dataset_sha256": dataset_info.get("hash"),
         "versions": versions,
     }
+
+
+def quantization_summary(details: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """precision -> its accuracy gate and the ladder rung it landed on, for the precisions that record one."""
+    out = {}
+    for precision, d in details.items():
+        gate, ladder = d.get("gate"), d.get("ladder")
+        if not isinstance(gate, dict) or not isinstance(ladder, dict):
+            continue
+        out[precision] = {
+            "gate_passed": gate.get("passed"),
+            "gate": gate.get("line"),
+            "gate_on": gate.get("source"),
+            "limits": gate.get("limits"),
+            "rung": ladder.get("rung"),
+            "landed": ladder.get("landed"),
+            "kind": ladder.get("kind"),
+            "why": ladder.get("why"),
+            "rungs": [
+                {"rung": r.get("rung"), "name": r.get("name"), "passed": r.get("passed"), "cost": r.get("cost")}
+                for r in ladder.get("rungs", [])
+            ],
+        }
+    return out
 
 
 def _rate(value: Any) -> str:
@@ -109,6 +136,15 @@ def figure_lines(card: dict[str, Any]) -> list[str]:
             f"| {_rate(binary.get('false_reject'))}{_interval(binary, 'false_reject')} "
             f"| {'-' if tuned is None else f'{tuned:.6g}'} |"
         )
+    for precision, q in (card.get("quantization") or {}).items():
+        state = "passed" if q["gate_passed"] else "FAILED"
+        lines += [
+            "",
+            f"## {precision.upper()} accuracy gate",
+            "",
+            f"Gate {state} on {q['gate_on']}: {q['gate']}.",
+            f"Landed on rung {q['rung']} of {len(q['rungs'])} ({q['landed']}): {q['why']}.",
+        ]
     verdict = card.get("acceptance")
     if verdict:
         lines += ["", "## Sign-off", "", verdict["summary"], ""]

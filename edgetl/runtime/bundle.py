@@ -29,7 +29,7 @@ SCHEMA_VERSION = "2.0"
 DEVICE_OUTPUTS = ("engines/*", "triton/*/1/model.plan", "verify.json", "bench.json", ".edgetl.lock")
 ENGINES = "engines"
 ARTIFACT_FILE = "artifact.json"
-PRECISION_ORDER = ("fp32", "fp16", "int8")
+PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8")
 _PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
@@ -292,7 +292,12 @@ class Bundle:
         if backend == "openvino":
             from edgetl.runtime.openvino import OpenVinoRunner
 
-            return OpenVinoRunner(path, device or str(self.profile.get("device", "CPU")), threads=threads)
+            return OpenVinoRunner(
+                path,
+                device or str(self.profile.get("device", "CPU")),
+                threads=threads,
+                inference_precision="bf16" if precision == "bf16" else "f32",
+            )
         if backend != "tensorrt":
             raise BundleError(f"{self.folder / MANIFEST} names an unknown backend {backend!r}; rebuild the bundle.")
         if device in ("cpu", "CPU"):

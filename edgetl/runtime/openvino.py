@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgetl.errors import InvalidFileError, MissingInputError
+from edgetl.errors import EdgetlError, InvalidFileError, MissingInputError
 from edgetl.runtime.onnx_safety import check_onnx_file
 from edgetl.runtime.runner import BackendUnavailable, Runner, has_package
 
 INSTALL_HINT = "pip install 'edgetl[openvino]' (or pip install openvino)"
+
+
+class Bf16Unavailable(EdgetlError, RuntimeError):
+    """BF16 inference asked of a CPU without native BF16 (AMX or AVX512-BF16)."""
+
+
+def require_bf16(what: Path | str) -> str:
+    """The reason BF16 runs here; raise Bf16Unavailable (with the reason and a fix) where it does not."""
+    from edgetl.runtime.cpu_features import bf16_support
+
+    supported, reason = bf16_support()
+    if not supported:
+        raise Bf16Unavailable(
+            f"{what}: bf16 needs an Intel CPU with AMX or AVX512-BF16, and {reason}.",
+            hint="use the fp32 or int8 artifact on this CPU, or build and run bf16 on a Xeon with AMX "
+            "(Sapphire Rapids or later) or AVX512-BF16; drop bf16 from the profile's precisions otherwise.",
+        )
+    return reason
 
 
 class OpenVinoRunner(Runner):
@@ -21,22 +41,25 @@ class OpenVinoRunner(Runner):
     runtime = "openvino"
     concurrent = True  # one infer request per calling thread
 
-    def __init__(self, xml: Path, device: str, *, threads: int | None) -> None:
+    def __init__(self, xml: Path, device: str, *, threads: int | None, inference_precision: str = "f32") -> None:
         if not has_package("openvino"):
             raise BackendUnavailable(f"OpenVINO is not installed here; {INSTALL_HINT}.")
         import openvino as ov
 
         xml = Path(xml)
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if inference_precision == "bf16":
+            require_bf16(xml)
         if device == "CPU":
-            # Keep FP32 math: on CPUs with bf16 units OpenVINO would otherwise pick bf16 silently.
-            config["INFERENCE_PRECISION_HINT"] = "f32"
+            # f32 unless the artifact is bf16: on CPUs with bf16 units OpenVINO would otherwise pick bf16 silently.
+            config["INFERENCE_PRECISION_HINT"] = inference_precision
             if threads:
                 config["INFERENCE_NUM_THREADS"] = threads
         if xml.suffix.lower() == ".onnx":
             check_onnx_file(xml)
         elif not xml.is_file() or not xml.with_suffix(".bin").is_file():
             raise MissingInputError(f"{xml} or its weights {xml.with_suffix('.bin').name} are missing.")
+        self._source = (str(xml), device, config)
         try:
             self.compiled = ov.Core().compile_model(str(xml), device, config)
         except RuntimeError as exc:
@@ -54,3 +77,41 @@ class OpenVinoRunner(Runner):
             request = self._local.request = self.compiled.create_infer_request()
         request.infer({0: batch})
         return np.array(request.get_output_tensor(0).data)
+
+    def throughput_hint(
+        self, sample: np.ndarray, *, batch_sizes: Sequence[int], seconds: float
+    ) -> dict[str, dict[str, Any]]:
+        """Images per second at each batch size with OpenVINO's THROUGHPUT hint: the model compiled again for
+        streams, and as many infer requests in flight as it asks for (an AsyncInferQueue)."""
+        import openvino as ov
+
+        xml, device, latency_config = self._source
+        config = {**latency_config, "PERFORMANCE_HINT": "THROUGHPUT"}
+        compiled = ov.Core().compile_model(xml, device, config)
+        requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        streams = str(compiled.get_property("NUM_STREAMS")) if device == "CPU" else "-"
+        queue = ov.AsyncInferQueue(compiled, requests)
+        out: dict[str, dict[str, Any]] = {}
+        for size in batch_sizes:
+            batch = np.ascontiguousarray(np.repeat(sample[:1], size, axis=0))
+            try:
+                compiled(batch)
+            except RuntimeError as exc:
+                out[str(size)] = {"supported": False, "reason": f"{type(exc).__name__}: {str(exc)[:200]}"}
+                continue
+            for _ in range(requests):
+                queue.start_async({0: batch})
+            queue.wait_all()
+            calls, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                queue.start_async({0: batch})  # blocks while every request is busy
+                calls += 1
+            queue.wait_all()
+            elapsed = time.perf_counter() - started
+            out[str(size)] = {
+                "supported": True,
+                "images_per_s": float(size * calls / elapsed),
+                "requests": requests,
+                "streams": streams,
+            }
+        return out

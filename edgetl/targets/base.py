@@ -9,23 +9,23 @@ from __future__ import annotations
 import abc
 import importlib.metadata
 import importlib.util
-import re
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, ValidationError
 
-from edgetl.calibration import CalibrationSet
 from edgetl.config import StrictModel
 from edgetl.errors import IntegrityError, InvalidFileError, MissingInputError
 from edgetl.files import read_json, sha256_file, write_json_atomic
+from edgetl.quantize.calibration import CalibrationSet
+from edgetl.quantize.gate import GateData
 from edgetl.runtime.runner import BackendUnavailable, Runner
 from edgetl.targets.profiles import Precision, TargetProfile
 from edgetl.versions import library_versions
 
 ARTIFACT_FILE = "artifact.json"
 
-__all__ = ["ARTIFACT_FILE", "Artifact", "BackendUnavailable", "Runner", "Target", "block_index"]
+__all__ = ["ARTIFACT_FILE", "Artifact", "BackendUnavailable", "Runner", "Target"]
 
 
 class Artifact(StrictModel):
@@ -95,12 +95,6 @@ class Artifact(StrictModel):
         return artifact
 
 
-def block_index(node_name: str) -> int | None:
-    """Backbone block of an exported node (``/blocks.<i>/...``), None for the head."""
-    match = re.search(r"/blocks\.(\d+)/", node_name)
-    return int(match.group(1)) if match else None
-
-
 class Target(abc.ABC):
     """A backend: compile an ONNX model for a profile, load the artifact as a Runner."""
 
@@ -151,10 +145,12 @@ class Target(abc.ABC):
         calib: CalibrationSet | None,
         *,
         precision: Precision,
+        gate: GateData | None = None,
     ) -> Artifact:
         """Build one precision of ``onnx`` for ``profile`` into the (empty) folder ``out``.
 
-        INT8 follows ``profile.quantization`` (a build's overrides are already applied to it).
+        INT8 follows ``profile.quantization`` (a build's overrides are already applied to it); with ``gate`` it
+        is checked on those images and climbs the ladder when it fails (:func:`edgetl.quantize.quantize`).
         """
 
     @abc.abstractmethod

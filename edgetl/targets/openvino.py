@@ -1,15 +1,15 @@
-"""OpenVINO backend: IR in FP32 and FP16 (compressed weights), INT8 with nncf.quantize."""
+"""OpenVINO backend: IR in FP32 and FP16 (compressed weights), INT8 in the openvino layout of
+:func:`edgetl.quantize.quantize` (nncf.quantize)."""
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from edgetl.calibration import CalibrationSet
 from edgetl.errors import MissingInputError
 from edgetl.onnx_safety import check_onnx_file
-from edgetl.runtime.openvino import OpenVinoRunner
+from edgetl.quantize import CalibrationSet, GateData, quantize
+from edgetl.runtime.openvino import OpenVinoRunner, require_bf16
 from edgetl.targets.base import Artifact, Runner, Target
 from edgetl.targets.profiles import Precision, TargetProfile
 
@@ -33,41 +33,36 @@ class OpenVinoTarget(Target):
         calib: CalibrationSet | None,
         *,
         precision: Precision,
+        gate: GateData | None = None,
     ) -> Artifact:
         self.require()
-        import openvino as ov
-
-        model = ov.convert_model(str(check_onnx_file(onnx)))
-        details: dict[str, Any] = {"ir": "fp16 weights" if precision == "fp16" else precision}
         if precision == "int8":
             if calib is None:
                 raise MissingInputError("INT8 needs a calibration set; run 'edgetl calibrate' first.")
-            import nncf
+            details = quantize(
+                onnx, calib, out=out / MODEL_FILE, layout="openvino", settings=profile.quantization, gate=gate
+            ).details
+            return self.artifact(profile, precision, MODEL_FILE, details)
+        reason = require_bf16(f"profile {profile.name}") if precision == "bf16" else None
+        import openvino as ov
 
-            from edgetl.quiet import after_nncf_import
-
-            after_nncf_import()
-
-            preset = {
-                "performance": nncf.QuantizationPreset.PERFORMANCE,
-                "mixed": nncf.QuantizationPreset.MIXED,
-            }[profile.quantization.preset]
-            keep = profile.quantization.fp32_blocks
-            ignored = nncf.IgnoredScope(patterns=[rf".*/blocks\.{b}/.*" for b in range(keep)], validate=False)
-            model = nncf.quantize(
-                model, nncf.Dataset(calib.batches()), preset=preset, subset_size=len(calib), ignored_scope=ignored
-            )
-            details["fp32_blocks"] = keep
-            details.update(
-                {
-                    "tool": "nncf",
-                    "nncf": importlib.metadata.version("nncf"),
-                    "preset": profile.quantization.preset,
-                    "calibration_images": len(calib),
-                }
-            )
+        model = ov.convert_model(str(check_onnx_file(onnx)))
         ov.save_model(model, str(out / MODEL_FILE), compress_to_fp16=precision == "fp16")
+        details = {"ir": "fp16 weights" if precision == "fp16" else precision}
+        if precision == "bf16":
+            # The FP32 IR, run with OpenVINO's bf16 inference precision: gated like INT8 (its own gate, no ladder;
+            # the fp32 artifact is the fallback).
+            details.update({"ir": "fp32", "inference_precision": "bf16", "bf16": reason})
+            if gate is not None:
+                from edgetl.quantize.evaluate import logits_of
+                from edgetl.quantize.gate import gate_line, score_gate
+
+                logits = logits_of(out / MODEL_FILE, gate.images, precision="bf16")
+                scored = score_gate(logits, gate, profile.quantization.gate)
+                limits = profile.quantization.gate.model_dump()
+                details["gate"] = {**scored, "limits": limits, "line": gate_line(scored)}
         return self.artifact(profile, precision, MODEL_FILE, details)
 
     def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:
-        return OpenVinoRunner(artifact.model_path, artifact.device, threads=threads)
+        precision = str(artifact.details.get("inference_precision", "f32"))
+        return OpenVinoRunner(artifact.model_path, artifact.device, threads=threads, inference_precision=precision)

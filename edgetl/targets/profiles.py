@@ -11,42 +11,11 @@ from pydantic import Field, ValidationError, model_validator
 
 from edgetl.config import ConfigError, StrictModel
 from edgetl.paths import PlainName
+from edgetl.quantize.settings import QuantizationSpec
 
-Precision = Literal["fp32", "fp16", "int8"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
-
-class QuantizationSpec(StrictModel):
-    """How INT8 is made for this target."""
-
-    method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="Calibration method.")
-    activations: Literal["uint8", "int8"] = Field(
-        "uint8", description="Activation type: uint8 is the fast path on x86 CPUs; TensorRT needs int8."
-    )
-    symmetric_activations: bool = Field(False, description="Zero point 0 for activations.")
-    per_channel: bool = Field(True, description="Per-channel symmetric weights.")
-    reduce_range: bool = Field(
-        False,
-        description="7-bit weights: x86 CPUs without VNNI add u8 x s8 products in saturating 16-bit pairs; "
-        "7-bit weights cannot saturate there.",
-    )
-    percentile: float = Field(99.999, gt=90, le=100, description="Percentile for the percentile method.")
-    moving_average: bool = Field(
-        False,
-        description="minmax: average each image's activation range instead of taking the extremes over the "
-        "calibration set, so one outlier image does not stretch the int8 grid (onnxruntime and tensorrt).",
-    )
-    fp32_blocks: int = Field(
-        0, ge=0, description="Keep the first N backbone blocks (the stem) in floating point: mixed precision."
-    )
-    bias_correction: int = Field(
-        0,
-        ge=0,
-        description="Empirical bias correction on this many calibration images, layer by layer (0: off); "
-        "onnxruntime and tensorrt. OpenVINO INT8 gets NNCF's own bias correction.",
-    )
-    preset: Literal["performance", "mixed"] = Field(
-        "performance", description="NNCF preset: performance (symmetric) or mixed (asymmetric activations)."
-    )
+__all__ = ["Precision", "QuantizationSpec", "TargetProfile", "TensorRTSpec"]
 
 
 class TensorRTSpec(StrictModel):
@@ -86,6 +55,8 @@ class TargetProfile(StrictModel):
     def _backend_settings(self) -> TargetProfile:
         if self.backend == "tensorrt" and self.tensorrt is None:
             raise ValueError("a tensorrt profile needs a 'tensorrt:' section (version, platform, ...)")
+        if "bf16" in self.precisions and self.backend != "openvino":
+            raise ValueError("bf16 runs through OpenVINO on Intel CPUs (AMX or AVX512-BF16): use backend openvino")
         if self.backend == "tensorrt" and self.quantization.activations != "int8":
             raise ValueError("TensorRT needs signed int8 activations: set quantization.activations: int8")
         return self

@@ -12,11 +12,13 @@ import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
-from edgetl.calibration import CalibrationSet
 from edgetl.config import ConfigError
 from edgetl.errors import MissingInputError
 from edgetl.files import atomic_path, write_bytes_atomic
 from edgetl.onnx_safety import check_onnx_file
+from edgetl.quantize import CalibrationSet, GateData, quantize
+from edgetl.quantize.fp16 import to_fp16_onnx
+from edgetl.quantize.qdq_check import check_qdq
 from edgetl.runtime.tensorrt import (
     FINGERPRINT_KEYS,
     EngineError,
@@ -47,16 +49,6 @@ __all__ = [
     "prepare_onnx",
     "weakly_typed",
 ]
-
-
-def to_fp16_onnx(onnx_in: Path, onnx_out: Path) -> None:
-    """FP16 weights and compute with FP32 inputs and outputs, for strongly typed TensorRT (10.12 and later)."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = convert_float_to_float16(onnx.load(str(check_onnx_file(onnx_in))), keep_io_types=True)
-    with atomic_path(onnx_out) as tmp:
-        onnx.save(model, str(tmp))
 
 
 def build_engine(
@@ -150,9 +142,10 @@ class TensorRTTarget(Target):
         calib: CalibrationSet | None,
         *,
         precision: Precision,
+        gate: GateData | None = None,
     ) -> Artifact:
         """Prepare the precision's ONNX file; build the engine too when TensorRT and a GPU are here."""
-        details = prepare_onnx(onnx, profile, out, calib, precision=precision)
+        details = prepare_onnx(onnx, profile, out, calib, precision=precision, gate=gate)
         onnx_file = ONNX_FILES[precision]
         if self.is_available():
             assert profile.tensorrt is not None
@@ -191,15 +184,13 @@ def prepare_onnx(
     calib: CalibrationSet | None,
     *,
     precision: Precision,
+    gate: GateData | None = None,
 ) -> dict[str, Any]:
     """Write the ONNX file(s) TensorRT builds a precision from into ``out``: the build host's share of the work.
 
     fp32: the exported model; fp16: it plus an FP16 copy (strongly typed TensorRT); int8: a QDQ model with
     symmetric int8 activations and per-channel symmetric weights, checked statically for the profile.
     """
-    from edgetl.targets.onnxruntime import quantize_qdq
-    from edgetl.targets.qdq_check import check_qdq
-
     if precision not in profile.precisions:
         raise ConfigError(f"profile {profile.name} builds {', '.join(profile.precisions)}, not {precision}.")
     if precision in ("fp32", "fp16"):
@@ -211,36 +202,9 @@ def prepare_onnx(
         return {"onnx": ONNX_FILES["fp16"], "weakly_typed_onnx": ONNX_FILES["fp32"]}
     if calib is None:
         raise MissingInputError("INT8 needs a calibration set; run 'edgetl calibrate' first.")
-    q = profile.quantization
-    details = quantize_qdq(
-        onnx,
-        out / ONNX_FILES["int8"],
-        calib,
-        method=q.method,
-        activations="int8",
-        symmetric_activations=True,
-        per_channel=True,
-        reduce_range=False,
-        percentile=q.percentile,
-        fp32_blocks=q.fp32_blocks,
-        moving_average=q.moving_average,
-        bias_correction=q.bias_correction,
-        tensorrt=True,
-    )
-    _drop_unused_domains(out / ONNX_FILES["int8"])
+    details = quantize(
+        onnx, calib, out=out / ONNX_FILES["int8"], layout="tensorrt", settings=profile.quantization, gate=gate
+    ).details
     details["onnx"] = ONNX_FILES["int8"]
     details["qdq_check"] = check_qdq(out / ONNX_FILES["int8"], profile)
     return details
-
-
-def _drop_unused_domains(path: Path) -> None:
-    """Remove opset imports of operator domains no node uses (the quantizer declares several)."""
-    import onnx
-
-    model = onnx.load(str(path))
-    used = {n.domain for n in model.graph.node} | {""}
-    kept = [o for o in model.opset_import if o.domain in used or o.domain == "ai.onnx"]
-    del model.opset_import[:]
-    model.opset_import.extend(kept)
-    with atomic_path(path) as tmp:
-        onnx.save(model, str(tmp))

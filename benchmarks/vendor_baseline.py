@@ -1,0 +1,159 @@
+"""edgetl's artifacts against each vendor's default path built from the same FP32 ONNX, in one sitting.
+
+Usage: python benchmarks/vendor_baseline.py runs/demo [--rounds 5] [--iterations 200] [--threads N]
+
+Vendor defaults, built here from runs/<name>/export/model.onnx and the run's calibration set:
+- ONNX Runtime FP32 (a plain InferenceSession);
+- ONNX Runtime ``quantize_static`` with its defaults (QDQ, signed int8 activations and weights, minmax);
+- OpenVINO FP32 IR with its default inference precision (BF16 on CPUs with AMX or AVX512-BF16, else f32);
+- ``nncf.quantize`` with its defaults on the converted model.
+Then every compiled artifact of the run (runs/<name>/targets/*/*), through edgetl's own runners.
+
+Rounds are interleaved (round 1 times every model, then round 2 ...), so a busy host slows all alike; each model's
+figure is the median of its rounds' batch-1 p50. Prints each model's p50, batch-8 images/s, and its ratio to the
+fastest vendor default, and the line "fastest edgetl artifact / best vendor default". A script, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+Infer = Callable[[np.ndarray], object]
+
+
+def _ort(path: Path, threads: int) -> Infer:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})
+
+
+def _openvino(path: Path, threads: int) -> Infer:
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(
+        str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    )
+    request = compiled.create_infer_request()
+    return lambda x: request.infer({0: x})
+
+
+def vendor_defaults(run: Path, folder: Path, threads: int) -> dict[str, Infer]:
+    """The vendors' default paths from the run's FP32 ONNX (see the module docstring)."""
+    import nncf
+    import openvino as ov
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    from edgetl.quantize import load_calibration
+
+    onnx_path = run / "export" / "model.onnx"
+    calib = load_calibration(run / "calibration")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter({"input": b} for b in calib.batches())
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    ort_int8 = folder / "quantize_static.onnx"
+    quantize_static(str(onnx_path), str(ort_int8), Reader(), quant_format=QuantFormat.QDQ)
+    fp32_ir = folder / "fp32.xml"
+    ov.save_model(ov.convert_model(str(onnx_path)), str(fp32_ir), compress_to_fp16=False)
+    nncf_ir = folder / "nncf.xml"
+    quantized = nncf.quantize(ov.convert_model(str(onnx_path)), nncf.Dataset(calib.batches()))
+    ov.save_model(quantized, str(nncf_ir), compress_to_fp16=False)
+    return {
+        "vendor: ONNX Runtime FP32": _ort(onnx_path, threads),
+        "vendor: ONNX Runtime quantize_static defaults": _ort(ort_int8, threads),
+        "vendor: OpenVINO FP32 IR, default precision": _openvino(fp32_ir, threads),
+        "vendor: nncf.quantize defaults": _openvino(nncf_ir, threads),
+    }
+
+
+def edgetl_artifacts(run: Path, threads: int) -> dict[str, tuple[Infer, object]]:
+    """Every compiled artifact of the run that runs here, through edgetl's runners."""
+    from edgetl.targets import Artifact, get_target
+
+    out = {}
+    for record in sorted((run / "targets").glob("*/*/artifact.json")):
+        artifact = Artifact.read(record.parent)
+        target = get_target(artifact.backend)
+        if not target.is_available() or artifact.backend == "tensorrt":
+            continue
+        runner = target.load(artifact, threads=threads)
+        runner.__enter__()
+        landed = (artifact.details.get("ladder") or {}).get("landed")
+        name = f"edgetl: {artifact.profile} {artifact.precision}" + (f" ({landed})" if landed else "")
+        out[name] = (runner.infer, runner)
+    return out
+
+
+def p50_ms(infer: Infer, x: np.ndarray, iterations: int) -> float:
+    for _ in range(10):
+        infer(x)
+    times = np.empty(iterations)
+    for i in range(iterations):
+        t0 = time.perf_counter()
+        infer(x)
+        times[i] = time.perf_counter() - t0
+    return float(np.median(times) * 1e3)
+
+
+def images_per_s(infer: Infer, x: np.ndarray, seconds: float = 1.0) -> float | None:
+    try:
+        infer(x)
+    except Exception:
+        return None
+    calls, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        infer(x)
+        calls += 1
+    return len(x) * calls / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+
+    from edgetl.quantize import load_calibration
+
+    x = np.ascontiguousarray(load_calibration(args.run / "calibration").tensors[:1])
+    batch8 = np.ascontiguousarray(np.repeat(x, 8, axis=0))
+    with tempfile.TemporaryDirectory(prefix="edgetl-vendor-") as tmp:
+        models: dict[str, Infer] = dict(vendor_defaults(args.run, Path(tmp), args.threads))
+        models.update({name: infer for name, (infer, _) in edgetl_artifacts(args.run, args.threads).items()})
+        rounds: dict[str, list[float]] = {name: [] for name in models}
+        for r in range(args.rounds):
+            for name, infer in models.items():
+                rounds[name].append(p50_ms(infer, x, args.iterations))
+            print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{v[-1]:.2f}" for v in rounds.values()), flush=True)
+        p50 = {name: statistics.median(values) for name, values in rounds.items()}
+        rate = {name: images_per_s(infer, batch8) for name, infer in models.items()}
+    vendor = min((v, n) for n, v in p50.items() if n.startswith("vendor:"))
+    ours = min((v, n) for n, v in p50.items() if n.startswith("edgetl:"))
+    width = max(map(len, p50))
+    print(f"\n{'model':<{width}}  p50 ms  x best vendor  batch-8 img/s")
+    for name, value in sorted(p50.items(), key=lambda kv: kv[1]):
+        b8 = rate[name]
+        print(f"{name:<{width}}  {value:6.2f}  {value / vendor[0]:12.2f}  {'refused' if b8 is None else f'{b8:.0f}'}")
+    print(f"\nfastest edgetl artifact / best vendor default: {ours[0] / vendor[0]:.2f} ({ours[1]} vs {vendor[1]})")
+
+
+if __name__ == "__main__":
+    main()

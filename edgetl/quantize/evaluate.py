@@ -1,0 +1,77 @@
+"""Run a candidate model file on the gate's images, and time it: what the ladder scores each rung with.
+
+ONNX files (QDQ or floating point) run in ONNX Runtime on the CPU, OpenVINO IRs in OpenVINO with the precision
+the artifact will run in. TensorRT's QDQ files are scored the same way, unfused, in ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_BATCH = 16
+
+
+def _session(path: Path, threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _openvino(path: Path, precision: str, threads: int | None) -> Any:
+    import openvino as ov
+
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return ov.Core().compile_model(str(path), "CPU", config)
+
+
+def _runner(path: Path, precision: str, threads: int | None) -> Any:
+    if path.suffix == ".xml":
+        compiled = _openvino(path, precision, threads)
+        if compiled.input(0).get_partial_shape()[0].is_static:
+            return lambda x: np.concatenate([np.asarray(compiled(x[i : i + 1])[0]) for i in range(len(x))])
+        return lambda x: np.asarray(compiled(x)[0])
+    session = _session(path, threads)
+    name = session.get_inputs()[0].name
+    batch = session.get_inputs()[0].shape[0]
+    if isinstance(batch, int):  # a static batch-1 model runs image by image
+        return lambda x: np.concatenate([session.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+    return lambda x: np.asarray(session.run(None, {name: x})[0])
+
+
+def logits_of(path: Path, images: np.ndarray, *, precision: str = "f32", threads: int | None = None) -> np.ndarray:
+    """Logits of ``path`` (an ONNX file or an OpenVINO IR) on ``images`` (N, C, H, W)."""
+    run = _runner(path, precision, threads)
+    return np.concatenate([run(images[i : i + _BATCH]) for i in range(0, len(images), _BATCH)]).astype(np.float32)
+
+
+def p50_ms(
+    path: Path, image: np.ndarray, *, precision: str = "f32", threads: int | None = None, runs: int = 40
+) -> float:
+    """Median batch-1 latency of ``path`` in ms, after a few warm-up runs (a cost figure, not a benchmark)."""
+    run = _runner(path, precision, threads)
+    x = np.ascontiguousarray(image[None] if image.ndim == 3 else image[:1])
+    for _ in range(5):
+        run(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t0)
+    return round(float(np.median(times)) * 1000, 3)
+
+
+def size_bytes(path: Path) -> int:
+    """Bytes of a model file (and its weights file, for an IR)."""
+    total = path.stat().st_size
+    weights = path.with_suffix(".bin")
+    return total + (weights.stat().st_size if path.suffix == ".xml" and weights.is_file() else 0)

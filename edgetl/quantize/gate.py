@@ -1,0 +1,111 @@
+"""The accuracy gate of a quantized model: top-1 agreement with FP32, drop in balanced accuracy and drop in defect
+recall at the false-reject budget, each with its 95 % interval, against the limits of ``quantization.gate``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgetl.quantize.settings import GateSpec
+
+
+@dataclass
+class GateData:
+    """Images the gate scores a quantized model on, and the FP32 model's logits on them."""
+
+    images: np.ndarray  # (N, C, H, W) float32, preprocessed as at deploy time
+    labels: np.ndarray  # (N,) class indices
+    reference: np.ndarray  # (N, classes) FP32 logits
+    groups: list[str]  # the part of each image (for the intervals)
+    good_index: int | None  # the good class of a two-class model; None: no defect-recall criterion
+    max_false_reject: float  # the false-reject budget (bench.max_false_reject)
+    source: str  # which images, in words (for the artifact and the report)
+
+
+def balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
+    """Mean recall of the classes present (nan without images)."""
+    recalls = [float(np.mean(pred[labels == c] == c)) for c in np.unique(labels)]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
+def defect_recall_at_budget(logits: np.ndarray, is_defect: np.ndarray, good_index: int, budget: float) -> float:
+    """Share of defective images rejected at the lowest threshold that rejects at most ``budget`` of the good ones
+    (the threshold the bench tunes, :func:`edgetl.bench.accuracy.reject_threshold`, on these images)."""
+    from edgetl.bench.accuracy import defect_scores
+
+    scores = defect_scores(logits, good_index)
+    good = np.sort(scores[~is_defect])[::-1]
+    if not is_defect.any() or not len(good):
+        return float("nan")
+    k = int(np.floor(budget * len(good) + 1e-9))
+    threshold = good[k] if k < len(good) else -np.inf
+    return float(np.mean(scores[is_defect] > threshold))
+
+
+def score_gate(logits: np.ndarray, data: GateData, spec: GateSpec) -> dict[str, Any]:
+    """The gate's three figures with intervals, the limits, whether each is met (point estimates), and why not."""
+    from edgetl.bench.intervals import bootstrap_interval, proportion_interval
+
+    pred, ref = logits.argmax(1), data.reference.argmax(1)
+    groups = np.asarray(data.groups)
+    agree = pred == ref
+    figures: dict[str, Any] = {
+        "agreement": {
+            "value": float(agree.mean()),
+            "interval": proportion_interval(agree, groups),
+            "limit": spec.min_agreement,
+            "met": bool(agree.mean() >= spec.min_agreement),
+        }
+    }
+
+    def ba_drop(idx: np.ndarray) -> float:
+        y = data.labels[idx]
+        return balanced_accuracy(y, ref[idx]) - balanced_accuracy(y, pred[idx])
+
+    drop = ba_drop(np.arange(len(pred)))
+    figures["balanced_accuracy_drop"] = {
+        "value": drop,
+        "interval": bootstrap_interval(ba_drop, len(pred), groups),
+        "limit": spec.max_balanced_accuracy_drop,
+        "met": bool(drop <= spec.max_balanced_accuracy_drop),
+    }
+    if data.good_index is not None and data.reference.shape[1] == 2:
+        good, budget = data.good_index, data.max_false_reject
+        is_defect = data.labels != good
+
+        def recall_drop(idx: np.ndarray) -> float:
+            return defect_recall_at_budget(data.reference[idx], is_defect[idx], good, budget) - (
+                defect_recall_at_budget(logits[idx], is_defect[idx], good, budget)
+            )
+
+        value = recall_drop(np.arange(len(pred)))
+        if np.isfinite(value):
+            figures["defect_recall_drop"] = {
+                "value": value,
+                "interval": bootstrap_interval(recall_drop, len(pred), groups),
+                "limit": spec.max_defect_recall_drop,
+                "max_false_reject": budget,
+                "met": bool(value <= spec.max_defect_recall_drop),
+            }
+    failed = [name for name, f in figures.items() if not f["met"]]
+    return {
+        "passed": not failed,
+        "failed": failed,
+        "figures": figures,
+        "images": len(pred),
+        "source": data.source,
+    }
+
+
+def gate_line(gate: dict[str, Any]) -> str:
+    """One line for a console, a report cell or a card: each figure, its interval and its limit."""
+    names = {"agreement": "agreement", "balanced_accuracy_drop": "bal. acc. drop", "defect_recall_drop": "recall drop"}
+    parts = []
+    for name, f in gate.get("figures", {}).items():
+        low, high = f["interval"]
+        sign = ">=" if name == "agreement" else "<="
+        mark = "" if f["met"] else " (not met)"
+        parts.append(f"{names.get(name, name)} {f['value']:.3f} [{low:.3f}, {high:.3f}] {sign} {f['limit']:g}{mark}")
+    return "; ".join(parts)

@@ -1,0 +1,193 @@
+"""The INT8 ladder: when a quantized model fails its accuracy gate, climb until a rung passes, measuring each.
+
+Rungs, in order (each scored by :func:`edgetl.quantize.gate.score_gate`, with its cost: size and batch-1 p50):
+
+1. the profile's recipe;
+2. other calibration recipes (``quantization.ladder.recipes``: method, per-channel on or off; ONNX Runtime and
+   TensorRT layouts; OpenVINO takes NNCF's ranges);
+3. mixed precision: the most sensitive groups (:mod:`edgetl.quantize.sensitivity`, measured on gate images) kept
+   in floating point, one more at a time, up to ``max_float_groups`` and while the model stays faster than FP32
+   (``max_latency_ratio``; TensorRT's speed is the device's, so no cap there);
+4. FP16 (OpenVINO: FP16 weights; ONNX Runtime's CPU provider has no FP16 kernels worth it, TensorRT builds its
+   own FP16 artifact from the profile);
+5. FP32 (ONNX Runtime and OpenVINO).
+
+The artifact lands on the first rung that passes, and records every rung, the sensitivity ranking and why.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from edgetl.quantize.calibration import CalibrationSet
+from edgetl.quantize.evaluate import logits_of, p50_ms, size_bytes
+from edgetl.quantize.gate import GateData, gate_line, score_gate
+from edgetl.quantize.settings import QuantizationSpec
+
+
+def _copy_model(src: Path, dst: Path) -> None:
+    shutil.copyfile(src, dst)
+    if src.suffix == ".xml":
+        shutil.copyfile(src.with_suffix(".bin"), dst.with_suffix(".bin"))
+
+
+def _float_ir(onnx_path: Path, out: Path, *, fp16: bool) -> dict[str, Any]:
+    import openvino as ov
+
+    ov.save_model(ov.convert_model(str(onnx_path)), str(out), compress_to_fp16=fp16)
+    return {"ir": "fp16 weights" if fp16 else "fp32"}
+
+
+def climb(
+    onnx_path: Path,
+    calib: CalibrationSet,
+    *,
+    out: Path,
+    layout: str,
+    settings: QuantizationSpec,
+    data: GateData,
+    quantize_once: Callable[..., dict[str, Any]],
+) -> dict[str, Any]:
+    """Write the landed rung's model to ``out``; return its details with ``gate`` and ``ladder`` added.
+
+    ``quantize_once(out, float_groups=..., method=..., per_channel=...)`` makes one INT8 candidate.
+    """
+    from edgetl.quantize.sensitivity import rank_groups
+
+    ladder = settings.ladder
+    suffix = out.suffix
+    timed = layout != "tensorrt"
+    rungs: list[dict[str, Any]] = []
+    candidates: list[tuple[dict[str, Any], Path, dict[str, Any]]] = []
+    with tempfile.TemporaryDirectory(prefix="edgetl-ladder-") as tmp:
+        folder = Path(tmp)
+        fp32_file = onnx_path
+        if layout == "openvino":
+            fp32_file = folder / "fp32.xml"
+            _float_ir(onnx_path, fp32_file, fp16=False)
+        fp32_ms = p50_ms(fp32_file, data.images[0]) if timed else None
+
+        def attempt(kind: str, name: str, build: Callable[[Path], dict[str, Any]], **extra: Any) -> dict[str, Any]:
+            path = folder / f"rung{len(rungs)}{suffix}"
+            details = build(path)
+            gate = score_gate(logits_of(path, data.images), data, settings.gate)
+            cost: dict[str, Any] = {"size_bytes": size_bytes(path)}
+            if timed:
+                cost["p50_ms"] = p50_ms(path, data.images[0])
+                cost["fp32_p50_ms"] = fp32_ms
+            record = {"rung": len(rungs) + 1, "kind": kind, "name": name, **extra, "passed": gate["passed"]}
+            record.update({"gate": gate, "cost": cost})
+            rungs.append(record)
+            candidates.append((record, path, details))
+            return record
+
+        def recipe_name(method: str, per_channel: bool) -> str:
+            return f"int8 {method}, {'per-channel' if per_channel else 'per-tensor'} weights"
+
+        method = settings.method
+        per_channel = True if layout == "tensorrt" else settings.per_channel
+        first = attempt(
+            "int8",
+            "int8 (the profile's recipe)" if layout == "openvino" else recipe_name(method, per_channel),
+            lambda p: quantize_once(p),
+        )
+        landed: dict[str, Any] | None = first if first["passed"] else None
+        why = "the profile's INT8 recipe passed its gate" if landed else ""
+        if landed is None and not ladder.enabled:
+            landed, why = first, "the profile's INT8 recipe failed its gate and the ladder is off"
+        sensitivity: list[dict[str, Any]] = []
+        if landed is None and layout != "openvino":
+            for recipe in ladder.recipes:
+                if (recipe.method, recipe.per_channel) == (method, per_channel):
+                    continue
+                if layout == "tensorrt" and not recipe.per_channel:
+                    continue  # TensorRT's explicit quantization wants per-channel weights
+                record = attempt(
+                    "calibration",
+                    recipe_name(recipe.method, recipe.per_channel),
+                    partial(quantize_once, method=recipe.method, per_channel=recipe.per_channel),
+                    method=recipe.method,
+                    per_channel=recipe.per_channel,
+                )
+                if record["passed"]:
+                    landed, why = record, f"the profile's recipe failed its gate; {record['name']} passed"
+                    break
+        if landed is None and ladder.max_float_groups:
+            base = max(
+                (r for r in rungs if r["kind"] in ("int8", "calibration")),
+                key=lambda r: r["gate"]["figures"]["agreement"]["value"],
+            )
+            base_method, base_channel = base.get("method", method), base.get("per_channel", per_channel)
+            count = min(ladder.sensitivity_images, len(data.images))
+            sensitivity = rank_groups(
+                onnx_path,
+                calib,
+                data.images[:count],
+                data.reference[:count],
+                settings=settings,
+                method=base_method,
+                per_channel=base_channel,
+                tensorrt=layout == "tensorrt",
+            )
+            for k in range(1, min(ladder.max_float_groups, len(sensitivity)) + 1):
+                groups = [s["group"] for s in sensitivity[:k]]
+                record = attempt(
+                    "mixed",
+                    f"{base['name'].split(' (')[0]}, {', '.join(groups)} in floating point",
+                    partial(quantize_once, float_groups=groups, method=base_method, per_channel=base_channel),
+                    float_groups=groups,
+                )
+                cap = ladder.max_latency_ratio
+                ms = record["cost"].get("p50_ms")
+                if timed and cap is not None and fp32_ms and ms is not None and ms >= cap * fp32_ms:
+                    record["passed"] = False
+                    record["note"] = f"over the latency cap: {ms:.2f} ms >= {cap:g} x FP32's {fp32_ms:.2f} ms"
+                    break
+                if record["passed"]:
+                    landed = record
+                    why = (
+                        f"INT8 failed its gate; keeping the {k} most sensitive group(s) ({', '.join(groups)}, by "
+                        f"measured sensitivity) in floating point passed"
+                    )
+                    break
+        if landed is None and layout == "openvino":
+            record = attempt("fp16", "fp16 weights", lambda p: _float_ir(onnx_path, p, fp16=True))
+            if record["passed"]:
+                landed, why = record, "no INT8 or mixed rung passed its gate; FP16 weights passed"
+        if landed is None and layout != "tensorrt":
+            record = attempt(
+                "fp32",
+                "fp32",
+                lambda p: _float_ir(onnx_path, p, fp16=False) if layout == "openvino" else _copy(onnx_path, p),
+            )
+            landed, why = record, "no INT8, mixed or FP16 rung passed its gate; the artifact is the FP32 model"
+        if landed is None:
+            landed = max(rungs, key=lambda r: r["gate"]["figures"]["agreement"]["value"])
+            why = (
+                "no INT8 or mixed rung passed its gate; this is the closest one. TensorRT builds FP16 from the "
+                "profile's fp16 artifact: deploy that one"
+            )
+        _, path, details = next(c for c in candidates if c[0] is landed)
+        _copy_model(path, out)
+    details = dict(details)
+    details["gate"] = {**landed["gate"], "limits": settings.gate.model_dump(), "line": gate_line(landed["gate"])}
+    details["ladder"] = {
+        "landed": landed["name"],
+        "kind": landed["kind"],
+        "rung": landed["rung"],
+        "why": why,
+        "rungs": rungs,
+        "sensitivity": sensitivity,
+        "enabled": ladder.enabled,
+    }
+    return details
+
+
+def _copy(src: Path, dst: Path) -> dict[str, Any]:
+    shutil.copyfile(src, dst)
+    return {"format": "fp32 (the exported model)"}

@@ -1,0 +1,108 @@
+"""How INT8 is made for a target and how it is checked: the ``quantization:`` section of a target profile."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from edgetl.config import StrictModel
+
+Method = Literal["minmax", "entropy", "percentile"]
+
+
+class GateSpec(StrictModel):
+    """Limits an INT8 artifact must meet against the FP32 model on the validation data (point estimates)."""
+
+    min_agreement: float = Field(0.98, ge=0, le=1, description="Top-1 agreement with FP32, at least.")
+    max_balanced_accuracy_drop: float = Field(
+        0.02, ge=0, le=1, description="FP32 balanced accuracy minus the artifact's, at most."
+    )
+    max_defect_recall_drop: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Drop in defect recall at the false-reject budget (bench.max_false_reject), at most; "
+        "two-class models only.",
+    )
+    max_images: int = Field(
+        1000,
+        ge=1,
+        description="Images the gate scores, at most: the validation split, plus training images outside the "
+        "calibration set when the validation split is too small (dataset.json's validation.adequate).",
+    )
+
+
+class CalibrationRecipe(StrictModel):
+    """One calibration rung of the ladder."""
+
+    method: Method = Field(description="Calibration method.")
+    per_channel: bool = Field(True, description="Per-channel weights.")
+
+
+def _default_recipes() -> list[CalibrationRecipe]:
+    return [
+        CalibrationRecipe(method="percentile", per_channel=True),
+        CalibrationRecipe(method="entropy", per_channel=True),
+        CalibrationRecipe(method="minmax", per_channel=False),
+    ]
+
+
+class LadderSpec(StrictModel):
+    """What to try, in order, when the profile's INT8 recipe fails its gate."""
+
+    enabled: bool = Field(True, description="Climb the ladder when the gate fails (false: keep the failing INT8).")
+    recipes: list[CalibrationRecipe] = Field(
+        default_factory=_default_recipes,
+        description="Calibration rungs after the profile's own recipe (ONNX Runtime and TensorRT layouts; "
+        "OpenVINO takes NNCF's ranges).",
+    )
+    max_float_groups: int = Field(
+        4,
+        ge=0,
+        description="Most sensitive groups (backbone blocks or the head) kept in floating point, added one at a "
+        "time in the order of their measured sensitivity.",
+    )
+    max_latency_ratio: float | None = Field(
+        1.0,
+        gt=0,
+        description="A mixed-precision rung must run faster than FP32 times this (batch-1 p50, measured at compile "
+        "time); None: no latency cap.",
+    )
+    sensitivity_images: int = Field(64, ge=1, description="Gate images the per-group sensitivity is measured on.")
+
+
+class QuantizationSpec(StrictModel):
+    """How INT8 is made for this target."""
+
+    method: Method = Field("minmax", description="Calibration method.")
+    activations: Literal["uint8", "int8"] = Field(
+        "uint8", description="Activation type: uint8 is the fast path on x86 CPUs; TensorRT needs int8."
+    )
+    symmetric_activations: bool = Field(False, description="Zero point 0 for activations.")
+    per_channel: bool = Field(True, description="Per-channel symmetric weights.")
+    reduce_range: bool = Field(
+        False,
+        description="7-bit weights: x86 CPUs without VNNI add u8 x s8 products in saturating 16-bit pairs; "
+        "7-bit weights cannot saturate there.",
+    )
+    percentile: float = Field(99.999, gt=90, le=100, description="Percentile for the percentile method.")
+    moving_average: bool = Field(
+        False,
+        description="minmax: average each image's activation range instead of taking the extremes over the "
+        "calibration set, so one outlier image does not stretch the int8 grid (onnxruntime and tensorrt).",
+    )
+    fp32_blocks: int = Field(
+        0, ge=0, description="Keep the first N backbone blocks (the stem) in floating point: mixed precision."
+    )
+    bias_correction: int = Field(
+        0,
+        ge=0,
+        description="Empirical bias correction on this many calibration images, layer by layer (0: off); "
+        "onnxruntime and tensorrt. OpenVINO INT8 gets NNCF's own bias correction.",
+    )
+    preset: Literal["performance", "mixed"] = Field(
+        "performance", description="NNCF preset: performance (symmetric) or mixed (asymmetric activations)."
+    )
+    gate: GateSpec = Field(default_factory=lambda: GateSpec(), description="Accuracy gate of every INT8 artifact.")
+    ladder: LadderSpec = Field(default_factory=lambda: LadderSpec(), description="Fallbacks when the gate fails.")

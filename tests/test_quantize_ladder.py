@@ -1,0 +1,172 @@
+"""The INT8 gate and ladder on a planted model: plain INT8 fails the gate, the ladder finds the group to keep in
+floating point by its measured sensitivity, and every rung is recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgetl.quantize import CalibrationSet, GateData, QuantizationSpec, quantize
+from edgetl.quantize.gate import score_gate
+from edgetl.quantize.settings import GateSpec
+
+pytest.importorskip("onnxruntime")
+
+
+def _planted_model(path: Path, *, seed: int = 0) -> None:
+    """Stem (blocks.0) conv -> ReLU -> 1x1 conv, with one stem channel 500 x larger than the others and scaled
+    back by the 1x1 conv: the tensor between them has a range only that channel uses, so per-tensor INT8 erases
+    the other three, which carry the decision. Then a block (blocks.1) and a linear head whose decision sits at
+    the median image."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w0 = rng.normal(0, 0.5, (4, 1, 3, 3)).astype(np.float32)
+    w0[3] = np.abs(w0[3]) * 500
+    w1 = np.eye(4, dtype=np.float32).reshape(4, 4, 1, 1)
+    w1[3, 3] = 1 / 500
+    w2 = rng.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32)
+    w2[:, 3] = 0  # the outlier channel carries nothing the decision needs
+    head = rng.normal(0, 1, (2, 4)).astype(np.float32)
+    inits = {"w0": w0, "w1": w1, "w2": w2, "head_w": head, "head_b": np.zeros(2, np.float32)}
+    nodes = [
+        helper.make_node("Conv", ["input", "w0"], ["s0"], name="/blocks.0/conv/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["s0"], ["s1"], name="/blocks.0/act/Relu"),
+        helper.make_node("Conv", ["s1", "w1"], ["s2"], name="/blocks.0/project/Conv"),
+        helper.make_node("Relu", ["s2"], ["b0"], name="/blocks.0/act2/Relu"),
+        helper.make_node("Conv", ["b0", "w2"], ["c1"], name="/blocks.1/conv/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["b1"], name="/blocks.1/act/Relu"),
+        helper.make_node("GlobalAveragePool", ["b1"], ["pool"], name="/pool/GlobalAveragePool"),
+        helper.make_node("Flatten", ["pool"], ["flat"], name="/head/Flatten"),
+        helper.make_node("Gemm", ["flat", "head_w", "head_b"], ["logits"], name="/head/Gemm", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "planted",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    # Put the decision boundary at the median image, so the gate sees quantization noise flip decisions.
+    from edgetl.quantize.evaluate import logits_of
+
+    margin = np.median(np.diff(logits_of(path, _images(1, 64)), axis=1))
+    inits["head_b"] = np.array([margin / 2, -margin / 2], np.float32)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in inits.items())
+    onnx.save(model, str(path))
+
+
+def _images(seed: int, n: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(0, 1, (n, 1, 16, 16)) * rng.uniform(0.2, 1.0, (n, 1, 1, 1))).astype(np.float32)
+
+
+def _gate_data(path: Path) -> GateData:
+    from edgetl.quantize.evaluate import logits_of
+
+    images = _images(2, 200)
+    reference = logits_of(path, images)
+    return GateData(
+        images=images,
+        labels=reference.argmax(1),
+        reference=reference,
+        groups=[f"part{i}" for i in range(len(images))],
+        good_index=0,
+        max_false_reject=0.05,
+        source="200 generated images",
+    )
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CalibrationSet, GateData]:
+    path = tmp_path_factory.mktemp("planted") / "model.onnx"
+    _planted_model(path)
+    return path, CalibrationSet(_images(3, 32), {}), _gate_data(path)
+
+
+def _settings(**ladder: object) -> QuantizationSpec:
+    return QuantizationSpec.model_validate(
+        {"gate": {"min_agreement": 0.95}, "ladder": {"max_latency_ratio": None, **ladder}}
+    )
+
+
+def test_plain_int8_fails_the_gate_and_the_ladder_keeps_the_measured_stem_in_floating_point(planted, tmp_path):
+    path, calib, data = planted
+    settings = _settings(recipes=[])
+    result = quantize(path, calib, out=tmp_path / "q.onnx", layout="onnxruntime", settings=settings, gate=data)
+    ladder, gate = result.details["ladder"], result.details["gate"]
+    first = ladder["rungs"][0]
+    assert first["kind"] == "int8" and not first["passed"], "plain INT8 must fail the gate on the planted model"
+    assert "agreement" in first["gate"]["failed"]
+    assert ladder["sensitivity"][0]["group"] == "blocks.0", ladder["sensitivity"]
+    assert ladder["kind"] == "mixed" and ladder["rung"] > 1
+    assert result.details["float_groups"] == ["blocks.0"]
+    assert gate["passed"] and gate["figures"]["agreement"]["value"] >= 0.95
+    assert "blocks.0" in ladder["why"]
+    for rung in ladder["rungs"]:
+        assert rung["cost"]["size_bytes"] > 0 and rung["cost"]["p50_ms"] > 0
+    # The artifact is the landed rung's model: it agrees with FP32 as its gate says.
+    from edgetl.quantize.evaluate import logits_of
+
+    agree = np.mean(logits_of(result.path, data.images).argmax(1) == data.reference.argmax(1))
+    assert agree == pytest.approx(gate["figures"]["agreement"]["value"])
+
+
+def test_every_calibration_rung_is_tried_and_recorded_before_mixed_precision(planted, tmp_path):
+    path, calib, data = planted
+    settings = _settings(recipes=[{"method": "percentile"}, {"method": "minmax", "per_channel": False}])
+    result = quantize(path, calib, out=tmp_path / "q.onnx", layout="onnxruntime", settings=settings, gate=data)
+    kinds = [r["kind"] for r in result.details["ladder"]["rungs"]]
+    assert kinds[:3] == ["int8", "calibration", "calibration"]
+    assert result.details["gate"]["passed"]
+
+
+def test_a_ladder_that_is_off_keeps_the_failing_int8_and_says_so(planted, tmp_path):
+    path, calib, data = planted
+    settings = _settings(enabled=False)
+    result = quantize(path, calib, out=tmp_path / "q.onnx", layout="onnxruntime", settings=settings, gate=data)
+    assert not result.details["gate"]["passed"] and len(result.details["ladder"]["rungs"]) == 1
+    assert "ladder is off" in result.details["ladder"]["why"]
+
+
+def test_nothing_fits_the_latency_cap_or_the_groups_then_the_ladder_lands_on_fp32(planted, tmp_path):
+    path, calib, data = planted
+    settings = _settings(recipes=[], max_float_groups=0)
+    result = quantize(path, calib, out=tmp_path / "q.onnx", layout="onnxruntime", settings=settings, gate=data)
+    assert result.details["ladder"]["kind"] == "fp32" and result.details["gate"]["passed"]
+    assert result.path.read_bytes() == path.read_bytes()
+
+
+def test_the_gate_reports_each_figure_with_an_interval_around_it(planted):
+    _, _, data = planted
+    noisy = data.reference + np.random.default_rng(0).normal(0, 0.5, data.reference.shape).astype(np.float32)
+    gate = score_gate(noisy, data, GateSpec())
+    for name in ("agreement", "balanced_accuracy_drop", "defect_recall_drop"):
+        figure = gate["figures"][name]
+        assert figure["interval"][0] <= figure["value"] <= figure["interval"][1]
+    assert gate["passed"] == (not gate["failed"])
+    same = score_gate(data.reference, data, GateSpec())
+    assert same["passed"] and same["figures"]["agreement"]["value"] == 1.0
+
+
+def test_no_backend_module_imports_another_and_training_quantizes_through_the_package():
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "edgetl"
+    backends = {"onnxruntime", "openvino", "tensorrt"}
+    for name in backends:
+        tree = ast.parse((root / "targets" / f"{name}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        others = {f"edgetl.targets.{b}" for b in backends - {name}}
+        assert not imported & others, (name, imported & others)
+    for module in ("train.py", "prefix.py"):
+        text = (root / module).read_text()
+        assert "edgetl.targets.onnxruntime" not in text and "edgetl.targets.tensorrt" not in text, module
+    assert "from edgetl.quantize import" in (root / "prefix.py").read_text()
