@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.config import ConfigError
+from edgetl.runtime.decision import defect_scores  # one definition: the line computes the same score
 
 # Class names read as "the part is fine" when choosing the good class of a two-class problem.
 GOOD_NAMES = ("good", "ok", "pass", "functional", "normal", "nominal", "non_defective", "nondefective")
@@ -84,18 +85,6 @@ def good_class_index(classes: Sequence[str], *, good: str | None = None, counts:
     if counts is not None:
         return int(np.argmax(counts))
     return 0
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64."""
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return np.asarray(e / e.sum(axis=1, keepdims=True))
-
-
-def defect_scores(logits: np.ndarray, good_index: int) -> np.ndarray:
-    """Defect score of each image: 1 - P(good)."""
-    return np.asarray(1.0 - softmax(logits)[:, good_index])
 
 
 def reject_threshold(scores: np.ndarray, is_defect: np.ndarray, *, max_false_reject: float) -> dict[str, Any]:

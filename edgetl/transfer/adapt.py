@@ -178,8 +178,8 @@ def before_after(
 
 
 def calibrate_on_images(run: RunDir, samples: list[Sample], pixels: np.ndarray, spec: Any, *, count: int, seed: int):
-    """run/calibration/ from a random sample of the adaptation images (the format :mod:`edgetl.calibration` reads)."""
-    from edgetl.calibration import MANIFEST, TENSORS, CalibrationSet
+    """run/calibration/ from a random sample of the adaptation images (the format :mod:`edgetl.quantize.calibration` reads)."""
+    from edgetl.quantize.calibration import MANIFEST, TENSORS, CalibrationSet
     from edgetl.files import atomic_path
     from edgetl.preprocess import normalize
 

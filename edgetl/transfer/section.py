@@ -6,17 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.files import read_json
+from edgetl.report_rows import ci
 from edgetl.run import RunDir
 
 Block = tuple[str, list[str], list[str], list[list[str]]]  # title, paragraphs, table header, table rows
-
-
-def _ci(value: Any, interval: Any, spec: str = ".3f") -> str:
-    if value is None:
-        return "-"
-    if not interval:
-        return format(value, spec)
-    return f"{format(value, spec)} [{format(interval[0], spec)}, {format(interval[1], spec)}]"
 
 
 GAP_HEADER = ["scope", "images (ref / new)", "MMD² (p)", "Frechet [95 %]", "split-half floor", "dims",
@@ -34,8 +27,8 @@ def gap_rows(scopes: dict[str, Any]) -> list[list[str]]:
         m, fr, c = f["mmd"], f["frechet"], f["c2st"]
         floor = fr.get("reference_split_half")
         rows.append(
-            [scope, images, f"{m['mmd2']:.4f} ({m['p_value']:.3f})", _ci(fr["distance"], fr.get("interval")),
-             "-" if floor is None else f"{floor:.3f}", str(fr["dim"]), _ci(c.get("auc"), c.get("interval")),
+            [scope, images, f"{m['mmd2']:.4f} ({m['p_value']:.3f})", ci(fr["distance"], fr.get("interval")),
+             "-" if floor is None else f"{floor:.3f}", str(fr["dim"]), ci(c.get("auc"), c.get("interval")),
              f["verdict"]]
         )  # fmt: skip
     return rows
@@ -59,11 +52,11 @@ def adapt_rows(accuracy: dict[str, Any]) -> list[list[str]]:
     for scope, a in accuracy.items():
         b, f, c = a["before"], a["after"], a["change"]
         rows.append(
-            [scope, str(b["images"]), _ci(b["accuracy"], b["intervals"]["accuracy"]),
-             _ci(f["accuracy"], f["intervals"]["accuracy"]),
-             _ci(b["balanced_accuracy"], b["intervals"]["balanced_accuracy"]),
-             _ci(f["balanced_accuracy"], f["intervals"]["balanced_accuracy"]),
-             _ci(c["balanced_accuracy"], c.get("balanced_accuracy_interval"), "+.3f"), f"{c['agreement']:.3f}"]
+            [scope, str(b["images"]), ci(b["accuracy"], b["intervals"]["accuracy"]),
+             ci(f["accuracy"], f["intervals"]["accuracy"]),
+             ci(b["balanced_accuracy"], b["intervals"]["balanced_accuracy"]),
+             ci(f["balanced_accuracy"], f["intervals"]["balanced_accuracy"]),
+             ci(c["balanced_accuracy"], c.get("balanced_accuracy_interval"), "+.3f"), f"{c['agreement']:.3f}"]
         )  # fmt: skip
     return rows
 
@@ -104,9 +97,9 @@ def study_rows(result: dict[str, Any]) -> list[list[str]]:
         p, s = r.get("pretrained"), r.get("scratch")
         rows.append(
             [f"{r['fraction']:.0%}", str((p or s or {}).get("train_images", "-")),
-             _ci(p["balanced_accuracy"], p["interval"]) if p else "-",
-             _ci(s["balanced_accuracy"], s["interval"]) if s else "-",
-             _ci(r.get("difference"), r.get("difference_interval"), "+.3f"),
+             ci(p["balanced_accuracy"], p["interval"]) if p else "-",
+             ci(s["balanced_accuracy"], s["interval"]) if s else "-",
+             ci(r.get("difference"), r.get("difference_interval"), "+.3f"),
              f"{p['seconds_to_best']:.0f} / {s['seconds_to_best']:.0f}" if p and s else "-",
              f"{p['seconds']:.0f} / {s['seconds']:.0f}" if p and s else "-"]
         )  # fmt: skip
