@@ -64,7 +64,8 @@ def climb(
     timed = layout != "tensorrt"
     rungs: list[dict[str, Any]] = []
     candidates: list[tuple[dict[str, Any], Path, dict[str, Any]]] = []
-    with tempfile.TemporaryDirectory(prefix="edgetl-ladder-") as tmp:
+    # Candidates are written beside the artifact (inside the run), so a full disk there is reported as the run's.
+    with tempfile.TemporaryDirectory(prefix=".edgetl-ladder-", dir=out.parent) as tmp:
         folder = Path(tmp)
         fp32_file = onnx_path
         if layout == "openvino":
