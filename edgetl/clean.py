@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgetl.files import disk_bytes
 from edgetl.lock import LOCK_FILE, writes_run
 from edgetl.run import RunDir
 
@@ -32,12 +33,10 @@ REBUILDABLE: tuple[tuple[str, str], ...] = (
 REPORT_FILES = ("report.json", "report.md", "report.html")
 
 
-def _size(path: Path) -> int:
+def _size(path: Path, seen: set[tuple[int, int]]) -> int:
     if path.is_symlink() or not path.exists():
         return 0
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    return disk_bytes([path] if path.is_file() else path.rglob("*"), seen=seen)
 
 
 def rebuildable_files(run: RunDir) -> list[dict[str, Any]]:
@@ -51,14 +50,17 @@ def rebuildable_files(run: RunDir) -> list[dict[str, Any]]:
 
 
 def run_size(run: RunDir) -> dict[str, Any]:
-    """The run folder's size (report files left out: they are being rewritten) and its rebuildable part."""
-    total = sum(
-        p.stat().st_size
-        for p in run.root.rglob("*")
-        if p.is_file() and not p.is_symlink() and not (p.parent == run.root and p.name in (*REPORT_FILES, LOCK_FILE))
+    """The run folder's size on disk (report files left out: they are being rewritten) and its rebuildable part.
+
+    A file is counted once however many hard links name it (bundles share their models with the run's
+    artifacts): each part counts the files it adds to the parts before it.
+    """
+    total = disk_bytes(
+        p for p in run.root.rglob("*") if not (p.parent == run.root and p.name in (*REPORT_FILES, LOCK_FILE))
     )
+    seen: set[tuple[int, int]] = set()
     parts = {
-        name: _size(run.root / name)
+        name: _size(run.root / name, seen)
         for name in ("data", "train", "export", "calibration", "targets", "drift", "bundle")
     }
     rebuildable = rebuildable_files(run)

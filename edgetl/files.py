@@ -17,7 +17,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,32 @@ def sha256_file(path: Path) -> str:
 def sha256_bytes(data: bytes) -> str:
     """Return the hex sha256 of a byte string."""
     return hashlib.sha256(data).hexdigest()
+
+
+def link_or_copy(source: Path, dest: Path) -> None:
+    """Make ``dest`` hold ``source``'s bytes: a hard link where the file system allows one, else a copy.
+
+    Bundles share their models with the run's artifacts this way, so the bytes are stored once. Every edgetl
+    write replaces a file by renaming a new one over it, which leaves the other name's bytes as they were.
+    """
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
+
+
+def disk_bytes(paths: Iterable[Path], *, seen: set[tuple[int, int]] | None = None) -> int:
+    """Bytes of the regular files among ``paths``, each file counted once however many hard links name it
+    (symlinks are not followed); ``seen`` carries the counted files across calls."""
+    seen = set() if seen is None else seen
+    total = 0
+    for path in paths:
+        stat = path.lstat()
+        key = (stat.st_dev, stat.st_ino)
+        if not path.is_symlink() and path.is_file() and key not in seen:
+            seen.add(key)
+            total += stat.st_size
+    return total
 
 
 def is_inside(path: Path, root: Path) -> bool:

@@ -613,7 +613,8 @@ def bundle_rows(bundle: dict[str, Any]) -> list[list[str]]:
 def run_size_rows(report: dict[str, Any]) -> list[list[str]]:
     """The run folder's size by part, and its rebuildable files."""
     size = report.get("run_size") or {}
-    rows = [[part, f"{n / 1e6:.1f}", ""] for part, n in size.get("parts", {}).items()]
+    shared = "its models are hard links to the run's artifacts, counted once (above)"
+    rows = [[part, f"{n / 1e6:.1f}", shared if part == "bundle" else ""] for part, n in size.get("parts", {}).items()]
     rows += [
         [f["path"], f"{f['bytes'] / 1e6:.1f}", "rebuildable: " + f["rebuilt_by"]] for f in size.get("rebuildable", [])
     ]

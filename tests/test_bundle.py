@@ -293,3 +293,20 @@ def test_a_manifest_naming_a_file_it_does_not_list_is_refused(tiny_run, tmp_path
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="not among its files"):
         verify_bundle(copy)
+
+
+def test_bundle_models_are_stored_once_and_the_run_size_counts_them_once(trt_run):
+    from edgetl.clean import run_size
+
+    _, run, manifest = trt_run
+    folder = run.root / "bundle" / "jetson-orin-nano"
+    shared = folder / "model.onnx"
+    triton_copy = next(folder / f for f in manifest["triton"] if f.endswith("/1/model.onnx"))
+    # Hard links, not copies: the run's exported model, the bundle's and its Triton repository's are one file.
+    assert shared.stat().st_ino == (run.export / "model.onnx").stat().st_ino == triton_copy.stat().st_ino
+    assert sha256_file(shared) == manifest["files"]["model.onnx"]
+    reports = ("report.json", "report.md", "report.html", ".edgetl.lock")
+    naive = sum(p.stat().st_size for p in run.root.rglob("*") if p.is_file() and p.name not in reports)
+    size = run_size(run)
+    assert size["bytes"] <= naive - 2 * shared.stat().st_size
+    assert sum(size["parts"].values()) <= size["bytes"]

@@ -13,12 +13,13 @@
       triton/            a model repository with the backends that run on the device
       deepstream/        nvinfer configs (NVIDIA profiles only)
 
-The folder is written atomically: an earlier bundle survives until the new one is complete.
+The folder is written atomically: an earlier bundle survives until the new one is complete. Model and drift files
+are hard links to the run's artifacts where the file system allows (stored once; copying the bundle to a device
+copies the bytes).
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.files import atomic_dir, sha256_file, write_json_atomic, write_text_atomic
+from edgetl.files import atomic_dir, link_or_copy, sha256_file, write_json_atomic, write_text_atomic
 from edgetl.runtime.bundle import DEVICE_OUTPUTS, KIND, MANIFEST, SCHEMA_VERSION
 from edgetl.runtime.preprocess import PreprocessSpec
 from edgetl.targets.profiles import TargetProfile
@@ -166,11 +167,11 @@ def write_bundle(
 
     with atomic_dir(out) as tmp:
         if fp32_onnx is not None:
-            shutil.copyfile(fp32_onnx, tmp / "model.onnx")
+            link_or_copy(fp32_onnx, tmp / "model.onnx")
         for model in models.values():
             for target_name, source in model.files.items():
                 if not (tmp / target_name).exists():
-                    shutil.copyfile(source, tmp / target_name)
+                    link_or_copy(source, tmp / target_name)
         write_text_atomic(tmp / "labels.txt", "\n".join(classes) + "\n")
         write_json_atomic(tmp / "preprocess.json", spec.model_dump(mode="json"))
         kept = {p: thresholds[p] for p in models if p in thresholds}
@@ -179,8 +180,8 @@ def write_bundle(
         write_json_atomic(tmp / CARD, card)
         if drift is not None:
             (tmp / "drift").mkdir()
-            shutil.copyfile(drift[0], tmp / DRIFT_REFERENCE)
-            shutil.copyfile(drift[1], tmp / DRIFT_EMBEDDER)
+            link_or_copy(drift[0], tmp / DRIFT_REFERENCE)
+            link_or_copy(drift[1], tmp / DRIFT_EMBEDDER)
 
         (tmp / "parity").mkdir()
         np.save(tmp / PARITY_INPUTS, golden_inputs.astype(np.float32), allow_pickle=False)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from edgetl.files import write_text_atomic
+from edgetl.files import link_or_copy, write_text_atomic
 
 Kind = Literal["onnxruntime_onnx", "openvino", "tensorrt_plan"]
 MODEL_FILES: dict[str, list[str]] = {
@@ -98,6 +97,6 @@ def write_model(root: Path, model: TritonModel, files: dict[str, Path] | None) -
     for name, source in (files or {}).items():
         if name not in MODEL_FILES[model.kind]:
             raise ValueError(f"{model.kind} expects {MODEL_FILES[model.kind]}, not {name}")
-        shutil.copyfile(source, folder / "1" / name)
+        link_or_copy(source, folder / "1" / name)
         written.append(f"{model.name}/1/{name}")
     return written

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
 from edgetl.config import ConfigError
 from edgetl.errors import MissingInputError
+from edgetl.files import link_or_copy
 from edgetl.onnx_safety import check_onnx_file
 from edgetl.quantize import CalibrationSet, GateData, quantize
 from edgetl.runtime.onnxruntime import OnnxRuntimeRunner
@@ -40,7 +40,7 @@ class OnnxRuntimeTarget(Target):
         check_onnx_file(onnx)
         details: dict[str, Any] = {}
         if precision == "fp32":
-            shutil.copyfile(onnx, out / MODEL_FILE)
+            link_or_copy(onnx, out / MODEL_FILE)
         elif precision == "int8":
             if calib is None:
                 raise MissingInputError("INT8 needs a calibration set; run 'edgetl calibrate' first.")

@@ -8,13 +8,12 @@ elsewhere the target prepares the ONNX files and says what to run on the device.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
 from edgetl.config import ConfigError
 from edgetl.errors import MissingInputError
-from edgetl.files import atomic_path, write_bytes_atomic
+from edgetl.files import atomic_path, link_or_copy, write_bytes_atomic
 from edgetl.onnx_safety import check_onnx_file
 from edgetl.quantize import CalibrationSet, GateData, quantize
 from edgetl.quantize.fp16 import to_fp16_onnx
@@ -194,7 +193,7 @@ def prepare_onnx(
     if precision not in profile.precisions:
         raise ConfigError(f"profile {profile.name} builds {', '.join(profile.precisions)}, not {precision}.")
     if precision in ("fp32", "fp16"):
-        shutil.copyfile(onnx, out / ONNX_FILES["fp32"])
+        link_or_copy(onnx, out / ONNX_FILES["fp32"])
     if precision == "fp32":
         return {"onnx": ONNX_FILES["fp32"]}
     if precision == "fp16":

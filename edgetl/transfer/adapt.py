@@ -178,10 +178,10 @@ def before_after(
 
 
 def calibrate_on_images(run: RunDir, samples: list[Sample], pixels: np.ndarray, spec: Any, *, count: int, seed: int):
-    """run/calibration/ from a random sample of the adaptation images (the format :mod:`edgetl.quantize.calibration` reads)."""
-    from edgetl.quantize.calibration import MANIFEST, TENSORS, CalibrationSet
+    """run/calibration/ from a random sample of the adaptation images (as :mod:`edgetl.quantize.calibration` reads)."""
     from edgetl.files import atomic_path
     from edgetl.preprocess import normalize
+    from edgetl.quantize.calibration import MANIFEST, TENSORS, CalibrationSet
 
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(samples), min(count, len(samples)), replace=False))
