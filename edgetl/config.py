@@ -226,6 +226,12 @@ class ExportConfig(StrictModel):
         description="Export a dynamic batch axis, so throughput is measured at every bench.batch_sizes (false: a "
         "static batch-1 model; TensorRT engines still build for the profile's min/opt/max batch).",
     )
+    uint8_input: bool = Field(
+        True,
+        description="CPU artifacts (ONNX Runtime, OpenVINO) and their bundles take the resized uint8 pixels (NHWC) "
+        "and normalise them in the graph, so the line skips host-side float conversion; false: float32 NCHW input. "
+        "TensorRT models keep float input (DeepStream and the engines normalise on the GPU).",
+    )
     parity_images: int = Field(64, ge=1, description="Real validation images checked against PyTorch.")
     parity_atol: float = Field(1e-4, gt=0, description="Largest allowed |logit difference|.")
     slim: bool = Field(True, description="Simplify the graph with onnxslim.")

@@ -98,7 +98,9 @@ def with_calibration_overrides(profile: TargetProfile, config: BuildConfig) -> T
 @writes_run("compile")
 def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> list[Any]:
     """Compile every precision of a profile into run/targets/<profile>/<precision>/ (atomically)."""
+    from edgetl.pixel_input import check_images
     from edgetl.quantize.calibration import load_calibration
+    from edgetl.runtime.preprocess import PreprocessSpec
     from edgetl.targets import get_target
 
     target = get_target(profile.backend)
@@ -117,6 +119,8 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
 
         gate = gate_data_for_run(run, config, calib, onnx_path, profile.quantization.gate)
         _log(f"accuracy gate of {profile.name}: {gate.source}")
+    spec = PreprocessSpec.model_validate(meta["preprocess"])
+    pixels = check_images(verified_split(run, "compile"), spec) if config.export.uint8_input else None
     artifacts = []
     for precision in profile.precisions:
         t0 = time.perf_counter()
@@ -131,6 +135,10 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
             )
             artifact.classes = list(meta["classes"])
             artifact.preprocess = meta["preprocess"]
+            check = None if pixels is None else target.to_pixel_input(artifact, tmp, spec, pixels)
+            if check is not None:
+                artifact.preprocess = spec.as_pixels().model_dump(mode="json")
+                artifact.details["pixel_input"] = check
             artifact.source_onnx_sha256 = sha256_file(onnx_path)
             artifact.details["compile_seconds"] = round(time.perf_counter() - t0, 2)
             artifact.write(tmp)

@@ -257,17 +257,23 @@ class RunnerConformance:
         np.testing.assert_allclose(logits, reference, atol=parity["tolerance"][self.precision])
 
     def test_wrong_dtype_and_shape_are_refused_with_what_it_takes(self, bundle: Bundle):
+        # CPU bundles take uint8 NHWC pixels by default (export.uint8_input); TensorRT bundles float NCHW.
+        pixels = bundle.spec.takes_pixels
+        dtype, shape = (np.uint8, (32, 32, 1)) if pixels else (np.float32, (1, 32, 32))
+        assert bundle.spec.layout == ("NHWC" if pixels else "NCHW")
         with bundle.runner(self.precision, device=self.device) as runner:
-            assert runner.input_shape == (None, 1, 32, 32)  # a dynamic batch axis: the default export
-            good = np.zeros((1, 1, 32, 32), np.float32)
+            assert runner.input_shape == (None, *shape)  # a dynamic batch axis: the default export
+            good = np.zeros((1, *shape), dtype)
             assert runner.infer(good).shape == (1, 2)
-            assert runner.infer(np.zeros((4, 1, 32, 32), np.float32)).shape == (4, 2)
-            with pytest.raises(InputMismatchError, match="float32 input, not float64"):
+            assert runner.infer(np.zeros((4, *shape), dtype)).shape == (4, 2)
+            with pytest.raises(InputMismatchError, match=f"{np.dtype(dtype)} input, not float64"):
                 runner.infer(good.astype(np.float64))
-            with pytest.raises(InputMismatchError, match=r"shape \(N, 1, 32, 32\), not \(1, 3, 32, 32\)"):
-                runner.infer(np.zeros((1, 3, 32, 32), np.float32))
+            wrong = (1, 32, 32, 3) if pixels else (1, 3, 32, 32)
+            wanted = r"\(N, 32, 32, 1\)" if pixels else r"\(N, 1, 32, 32\)"
+            with pytest.raises(InputMismatchError, match=rf"shape {wanted}, not \({', '.join(map(str, wrong))}\)"):
+                runner.infer(np.zeros(wrong, dtype))
             with pytest.raises(InputMismatchError):
-                runner.infer(np.zeros((1, 32, 32), np.float32))
+                runner.infer(np.zeros((1, 32, 32), dtype))
 
 
 class TestOnnxRuntimeRunner(RunnerConformance):

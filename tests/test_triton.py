@@ -58,6 +58,10 @@ def test_cpu_bundles_serve_every_precision_on_their_backend(tiny_run):
     int8 = parse_model_config((run.root / "bundle" / "cpu" / "triton" / "tiny_ort_int8" / "config.pbtxt").read_text())
     threshold = json.loads((run.target("cpu", "int8") / "threshold.json").read_text())["threshold"]
     assert float(int8.parameters["edgetl_reject_threshold"].string_value) == pytest.approx(threshold, rel=1e-5)
+    # CPU bundles take uint8 NHWC pixels (export.uint8_input): Triton is told so.
+    from tritonclient.grpc import model_config_pb2
+
+    assert int8.input[0].data_type == model_config_pb2.TYPE_UINT8 and list(int8.input[0].dims) == [1, 32, 32, 1]
 
 
 def test_unknown_file_for_a_backend_is_refused(tmp_path: Path):

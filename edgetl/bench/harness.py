@@ -192,7 +192,7 @@ def write_threshold(folder: Path, threshold: dict[str, Any], *, classes: list[st
 
 def measure_artifacts(
     folders: list[Path],
-    inputs: dict[str, np.ndarray],
+    pixels: dict[str, np.ndarray],
     images: list[Path],
     settings: BenchConfig,
     *,
@@ -210,8 +210,8 @@ def measure_artifacts(
     results = []
     with tempfile.TemporaryDirectory(prefix="edgetl-bench-") as tmp:
         files = {}
-        for split, x in inputs.items():
-            files[split] = str(Path(tmp) / f"inputs_{split}.npy")
+        for split, x in pixels.items():
+            files[split] = str(Path(tmp) / f"pixels_{split}.npy")
             np.save(files[split], x)
         for i, folder in enumerate(folders):
             request = {

@@ -54,9 +54,9 @@ def bench_stage(
     from edgetl.bench.harness import accuracy_section, measure_artifacts, reference_logits, write_threshold
     from edgetl.bench.report import assemble_report
     from edgetl.custody import check_artifacts, read_meta, verified_split
-    from edgetl.data.inputs import split_inputs
+    from edgetl.data.inputs import split_pixels
     from edgetl.files import read_json, require_writable
-    from edgetl.preprocess import PreprocessSpec
+    from edgetl.preprocess import PreprocessSpec, normalize
     from edgetl.report import write_report
     from edgetl.targets import Artifact, get_target
 
@@ -65,9 +65,10 @@ def bench_stage(
     meta = read_meta(run)
     spec = PreprocessSpec.model_validate(meta["preprocess"])
     dataset = verified_split(run, "bench")
-    inputs, labels = {}, {}
+    pixels, inputs, labels = {}, {}, {}
     for split in ("val", "test"):
-        inputs[split], labels[split], _ = split_inputs(dataset, spec, split)
+        pixels[split], labels[split], _ = split_pixels(dataset, spec, split)
+        inputs[split] = normalize(pixels[split], spec)  # PyTorch's input; each artifact gets its own (worker)
     test_samples = dataset.split("test")
     paths = [str(s.path) for s in test_samples]
     slices = [s.slice for s in test_samples]
@@ -100,7 +101,7 @@ def bench_stage(
     require_writable(run.root, *(folder for _, _, folder in folders))
     measured = measure_artifacts(
         [folder for _, _, folder in folders],
-        inputs,
+        pixels,
         [s.path for s in test_samples],
         settings,
         threads=threads,

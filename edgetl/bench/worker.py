@@ -27,7 +27,9 @@ class WorkerRequest(StrictModel):
     artifact: Path
     out: Path
     threads: int | None = None
-    inputs: dict[str, Path] = Field(default_factory=dict, description="split name -> preprocessed inputs (.npy).")
+    inputs: dict[str, Path] = Field(
+        default_factory=dict, description="split name -> resized uint8 pixels (N, H, W, C; .npy)."
+    )
     images: list[Path] = Field(default_factory=list, description="Image files for the end-to-end view.")
     warmup: int = 20
     warmup_seconds: float | None = None
@@ -75,7 +77,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def measure(request: WorkerRequest) -> dict[str, Any]:
     """Cold start, compute and end-to-end latency, throughput and memory, then logits of every input split."""
     from edgetl.bench.latency import cold_start, measure_latency, summarize, throughput, time_calls
-    from edgetl.preprocess import PreprocessSpec, preprocess_file
+    from edgetl.preprocess import PreprocessSpec, model_input, preprocess_file
     from edgetl.targets import Artifact, get_target
 
     artifact = Artifact.read(request.artifact)
@@ -131,8 +133,8 @@ def measure(request: WorkerRequest) -> dict[str, Any]:
         peak = _peak_rss_mb() if reset else max(_peak_rss_mb(), startup_peak)
         logits_files: dict[str, str] = {}
         for split, path in request.inputs.items():
-            x = np.load(path, mmap_mode="r", allow_pickle=False)
-            logits = np.concatenate([runner.infer(np.ascontiguousarray(x[i : i + 1])) for i in range(len(x))])
+            x = np.load(path, mmap_mode="r", allow_pickle=False)  # uint8 pixels: each model's input is made of them
+            logits = np.concatenate([runner.infer(model_input(np.asarray(x[i : i + 1]), spec)) for i in range(len(x))])
             out = request.out / f"logits_{split}.npy"
             np.save(out, logits.astype(np.float32))
             logits_files[split] = str(out)

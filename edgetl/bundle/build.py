@@ -8,6 +8,7 @@ on the test split, with thresholds tuned on those checks' validation logits (the
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,12 @@ from edgetl.bundle.write import BundleModel, model_files
 from edgetl.config import BuildConfig, ConfigError
 from edgetl.custody import read_meta, verified_split
 from edgetl.data.dataset import Dataset
-from edgetl.data.inputs import split_inputs
+from edgetl.data.inputs import split_pixels
 from edgetl.errors import MissingInputError
 from edgetl.files import read_json, sha256_file
 from edgetl.lock import writes_run
 from edgetl.run import RunDir
-from edgetl.runtime.preprocess import PreprocessSpec
+from edgetl.runtime.preprocess import PreprocessSpec, model_input
 from edgetl.runtime.runner import Runner
 from edgetl.targets.profiles import TargetProfile
 
@@ -56,9 +57,10 @@ def _artifact_runner(profile: TargetProfile, path: Path, precision: str = "fp32"
     return OnnxRuntimeRunner(path, threads=None)
 
 
-def _logits(runner: Runner, x: np.ndarray) -> np.ndarray:
+def _logits(runner: Runner, pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Logits of uint8 pixels (N, H, W, C), each image made into the model's input by ``spec``."""
     with runner:
-        return np.concatenate([runner.infer(x[i : i + 1]) for i in range(len(x))])
+        return np.concatenate([runner.infer(model_input(pixels[i : i + 1], spec)) for i in range(len(pixels))])
 
 
 def _good_class(config: BuildConfig, dataset: Dataset) -> int:
@@ -97,9 +99,10 @@ def _write(
     profile: TargetProfile,
     *,
     meta: dict[str, Any],
+    spec: PreprocessSpec,
     dataset: Dataset,
     models: dict[str, BundleModel],
-    val_inputs: tuple[np.ndarray, list[str]],
+    val_pixels: tuple[np.ndarray, list[str]],
     val_logits: dict[str, np.ndarray],
     reference_of: dict[str, str],
     thresholds: dict[str, Any],
@@ -117,8 +120,7 @@ def _write(
     from edgetl.transfer.reference import drift_files
     from edgetl.versions import library_versions
 
-    spec = PreprocessSpec.model_validate(meta["preprocess"])
-    x_val, names_val = val_inputs
+    x_val, names_val = val_pixels
     golden = select_golden(val_logits)
     classes = list(meta["classes"])
     card = model_card(
@@ -133,6 +135,7 @@ def _write(
         acceptance=acceptance,
         versions={"trained_with": meta.get("versions", {}), "bundled_with": library_versions()},
         details=details,
+        spec=spec,
     )
     kept = {p: thresholds[p] for p in models if p in thresholds}
     return write_bundle(
@@ -142,7 +145,7 @@ def _write(
         classes=classes,
         spec=spec,
         models=models,
-        golden_inputs=x_val[golden],
+        golden_pixels=x_val[golden],
         golden_names=[names_val[i] for i in golden],
         references={p: logits[golden] for p, logits in val_logits.items()},
         reference_of=reference_of,
@@ -177,7 +180,6 @@ def _runtime_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) ->
     from edgetl.targets.base import Artifact
 
     meta = read_meta(run)
-    spec = PreprocessSpec.model_validate(meta["preprocess"])
     dataset = verified_split(run, "bundle")
     report_file = run.root / "report.json"
     report = read_json(report_file) if report_file.is_file() else {}
@@ -186,11 +188,13 @@ def _runtime_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) ->
     thresholds: dict[str, Any] = {}
     validated: dict[str, Any] = {}
     details: dict[str, dict[str, Any]] = {}
+    inputs: set[str] = set()
     for precision in profile.precisions:
         folder = run.target(profile.name, precision)
         if not (folder / "artifact.json").is_file():
             raise MissingInputError(f"{folder} is missing; run 'edgetl compile {run.root} --target {profile.name}'.")
         artifact = Artifact.read(folder)
+        inputs.add(json.dumps(artifact.preprocess, sort_keys=True))
         entry = measured.get((profile.name, precision))
         threshold_file = folder / THRESHOLD_FILE
         if threshold_file.is_file():
@@ -205,9 +209,17 @@ def _runtime_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) ->
         models[precision] = model_files(profile.backend, precision, folder, artifact.model_file)
         details[precision] = artifact.details
         validated[precision] = _bench_figures(entry, report_file)
-    x_val, _, names_val = split_inputs(dataset, spec, "val")
+    if len(inputs) != 1:
+        raise MissingInputError(
+            f"the {profile.name} artifacts take different inputs (some uint8 pixels, some float): they were compiled "
+            "with different export.uint8_input settings.",
+            hint=f"run 'edgetl compile {run.root} --target {profile.name} --force', then 'edgetl bench' and 'edgetl "
+            "bundle' again.",
+        )
+    spec = PreprocessSpec.model_validate(json.loads(inputs.pop()))
+    x_val, _, names_val = split_pixels(dataset, spec, "val")
     val_logits: dict[str, np.ndarray] = {
-        p: _logits(_artifact_runner(profile, m.files[m.main], p), x_val) for p, m in models.items()
+        p: _logits(_artifact_runner(profile, m.files[m.main], p), x_val, spec) for p, m in models.items()
     }
     cpu = report.get("host", {}).get("cpu", "the build host")
     return _write(
@@ -226,7 +238,8 @@ def _runtime_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) ->
         reference=report.get("model", {}).get("test_metrics"),
         acceptance=card_verdict(report, profile.name),
         details=details,
-        val_inputs=(x_val, names_val),
+        spec=spec,
+        val_pixels=(x_val, names_val),
     )
 
 
@@ -257,16 +270,16 @@ def _tensorrt_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -
         details[wanted] = read_json(folder / "artifact.json")["details"]
         models[wanted] = model_files("tensorrt", wanted, folder, details[wanted]["onnx"])
 
-    x_test, y_test, _ = split_inputs(dataset, spec, "test")
-    x_val, y_val, names_val = split_inputs(dataset, spec, "val")
+    x_test, y_test, _ = split_pixels(dataset, spec, "test")
+    x_val, y_val, names_val = split_pixels(dataset, spec, "val")
     fp32_onnx = run.export / "model.onnx"
-    test_logits: dict[str, np.ndarray] = {"fp32": _logits(host_runner(fp32_onnx, "fp32"), x_test)}
-    val_logits: dict[str, np.ndarray] = {"fp32": _logits(host_runner(fp32_onnx, "fp32"), x_val)}
+    test_logits: dict[str, np.ndarray] = {"fp32": _logits(host_runner(fp32_onnx, "fp32"), x_test, spec)}
+    val_logits: dict[str, np.ndarray] = {"fp32": _logits(host_runner(fp32_onnx, "fp32"), x_val, spec)}
     for precision, model in models.items():
         if precision != "fp32":
             path = model.files[model.main]
-            test_logits[precision] = _logits(host_runner(path, precision), x_test)
-            val_logits[precision] = _logits(host_runner(path, precision), x_val)
+            test_logits[precision] = _logits(host_runner(path, precision), x_test, spec)
+            val_logits[precision] = _logits(host_runner(path, precision), x_val, spec)
     classes = list(dataset.classes)
     good = _good_class(config, dataset)
     fp32_metrics = classification_metrics(y_test, test_logits["fp32"].argmax(1), classes)
@@ -318,7 +331,8 @@ def _tensorrt_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) -
         "checked on the device by the parity pack)",
         reference=fp32_metrics,
         details=details,
-        val_inputs=(x_val, names_val),
+        spec=spec,
+        val_pixels=(x_val, names_val),
         fp32_onnx=fp32_onnx,
         host_metrics=host,
     )

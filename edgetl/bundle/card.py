@@ -32,12 +32,14 @@ def model_card(
     versions: dict[str, Any],
     acceptance: dict[str, Any] | None = None,
     details: dict[str, dict[str, Any]] | None = None,
+    spec: PreprocessSpec | None = None,
 ) -> dict[str, Any]:
     """card.json's content. ``validated``: precision -> figures on the test split (with intervals where the
     report has them) and the threshold; ``reference``: the FP32 PyTorch model's test figures, when measured;
     ``acceptance``: the sign-off verdict of each precision and the recommended one (None when not judged here);
-    ``details``: precision -> its artifact's details (the INT8 gate and ladder come from there)."""
-    spec = PreprocessSpec.model_validate(meta["preprocess"])
+    ``details``: precision -> its artifact's details (the INT8 gate and ladder come from there); ``spec``: the
+    bundle models' input (default: the training run's)."""
+    spec = spec or PreprocessSpec.model_validate(meta["preprocess"])
     counts = dataset_info.get("counts", {})
     return {
         "name": name,
@@ -48,7 +50,10 @@ def model_card(
         "classes": list(meta["classes"]),
         "good_class": good_class,
         "input": {
-            "shape": [1, spec.channels, spec.input_size, spec.input_size],
+            "shape": [1, spec.input_size, spec.input_size, spec.channels]
+            if spec.takes_pixels
+            else [1, spec.channels, spec.input_size, spec.input_size],
+            "normalisation": "in the model's graph" if spec.takes_pixels else "on the host (preprocess.json)",
             "dtype": spec.dtype,
             "layout": spec.layout,
             "preprocess": spec.model_dump(mode="json"),

@@ -9,8 +9,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgetl.files import atomic_dir, atomic_path, sha256_file, write_json_atomic
 from edgetl.runtime.bundle import Bundle, BundleError
 from edgetl.runtime.verify import runtime_plan, verify_bundle
@@ -85,7 +83,7 @@ def bench_bundle(folder: Path, *, warmup: int = 20, iterations: int = 200) -> di
     from edgetl.bench.latency import cold_start, measure_latency
 
     bundle = Bundle.open(folder)
-    inputs = np.load(bundle.file(bundle.manifest["parity"]["inputs"]), allow_pickle=False)
+    inputs = bundle.parity_inputs()
     rows = []
     for precision, (runtime, device) in runtime_plan(bundle).items():
         runner, cold = cold_start(partial(bundle.runner, precision, device=device), inputs[:1])

@@ -119,9 +119,20 @@ def bundle_readme(manifest: dict[str, Any], *, thresholds: dict[str, Any], figur
         "## Files",
         "",
         f"Models ({files}); labels.txt; preprocess.json (the preprocessing the model was trained and validated",
-        "with); thresholds.json; card.json (the model card: data, figures, recipe, versions); parity/ (golden inputs",
-        f"and reference logits); {deploy}. manifest.json holds the sha256 of every file: nothing is loaded before",
-        "every file matches, and a file the manifest does not list is refused.",
+        f"with; {_input_line(manifest)}); thresholds.json; card.json (the model card: data, figures, recipe,",
+        f"versions); parity/ (golden images and reference logits); {deploy}. manifest.json holds the sha256 of",
+        "every file: nothing is loaded before every file matches, and a file the manifest does not list is refused.",
         "",
     ]
     return "\n".join(parts)
+
+
+def _input_line(manifest: dict[str, Any]) -> str:
+    spec = manifest["preprocess"]
+    size, channels = spec["input_size"], spec["channels"]
+    if spec.get("dtype") == "uint8":
+        return (
+            f"the models take the resized uint8 pixels, (N, {size}, {size}, {channels}), and normalise them "
+            "themselves: feed the camera's pixels"
+        )
+    return f"the models take the normalised float32 tensor, (N, {channels}, {size}, {size})"

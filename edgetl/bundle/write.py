@@ -114,7 +114,14 @@ def _triton(
 
     def add(suffix: str, kind: Kind, precision: str, files: dict[str, Path] | None, *, gpu: bool) -> str:
         model = TritonModel(
-            f"{name}_{suffix}", kind, spec.channels, spec.input_size, classes, gpu=gpu, reject=thresholds.get(precision)
+            f"{name}_{suffix}",
+            kind,
+            spec.channels,
+            spec.input_size,
+            classes,
+            gpu=gpu,
+            reject=thresholds.get(precision),
+            pixels=spec.takes_pixels,
         )
         written.extend(write_model(root, model, files))
         return model.name
@@ -143,7 +150,7 @@ def write_bundle(
     classes: list[str],
     spec: PreprocessSpec,
     models: dict[str, BundleModel],
-    golden_inputs: np.ndarray,
+    golden_pixels: np.ndarray,
     golden_names: list[str],
     references: dict[str, np.ndarray],
     reference_of: dict[str, str],
@@ -158,7 +165,8 @@ def write_bundle(
 ) -> dict[str, Any]:
     """Write the bundle folder ``out`` atomically; returns the manifest.
 
-    ``models``: precision -> its files; ``references``: precision -> reference logits of ``golden_inputs``;
+    ``models``: precision -> its files; ``references``: precision -> reference logits of ``golden_pixels`` (uint8
+    N, H, W, C: the golden images, resized);
     ``thresholds``: precision -> thresholds.json entry (the good class against the rest); ``fp32_onnx``: the
     exported model, which TensorRT bundles always carry (FP16 engines of weakly typed TensorRT, Triton, DeepStream);
     ``readme``: manifest -> README text; ``drift``: (reference, embedder, reference info) for drift on the line.
@@ -184,7 +192,8 @@ def write_bundle(
             link_or_copy(drift[1], tmp / DRIFT_EMBEDDER)
 
         (tmp / "parity").mkdir()
-        np.save(tmp / PARITY_INPUTS, golden_inputs.astype(np.float32), allow_pickle=False)
+        # uint8 pixels, a quarter of the float tensor: Bundle.parity_inputs() makes the models' input of them.
+        np.save(tmp / PARITY_INPUTS, np.ascontiguousarray(golden_pixels, np.uint8), allow_pickle=False)
         reference_files = {}
         for precision, logits in references.items():
             reference_files[precision] = f"parity/reference_{precision}.npy"
@@ -225,6 +234,7 @@ def write_bundle(
             },
             "parity": {
                 "inputs": PARITY_INPUTS,
+                "stored": "uint8 pixels (N, H, W, C), resized; preprocess.json makes the models' input of them",
                 "names": golden_names,
                 "references": reference_files,
                 "tolerance": {p: TOLERANCE[p] for p in models},

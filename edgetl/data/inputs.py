@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgetl.data.dataset import Dataset
-from edgetl.runtime.preprocess import PreprocessSpec, preprocess_file
+from edgetl.runtime.preprocess import PreprocessSpec, decode_image, preprocess_file, resized_uint8
 
 
 def split_inputs(
@@ -14,5 +14,16 @@ def split_inputs(
     """Deploy-time preprocessed images of one split: (inputs, class indices, file names)."""
     samples = dataset.split(split)[:limit]
     x = np.concatenate([preprocess_file(s.path, spec) for s in samples])
+    y = np.array([dataset.label_index(s) for s in samples])
+    return x, y, [s.path.name for s in samples]
+
+
+def split_pixels(
+    dataset: Dataset, spec: PreprocessSpec, split: str, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Deploy-time resized uint8 pixels (N, H, W, C) of one split (``model_input`` makes any model's input of
+    them): (pixels, class indices, file names)."""
+    samples = dataset.split(split)[:limit]
+    x = np.stack([resized_uint8(decode_image(s.path), spec) for s in samples])
     y = np.array([dataset.label_index(s) for s in samples])
     return x, y, [s.path.name for s in samples]

@@ -30,12 +30,13 @@ class TritonModel:
     input_name: str = "input"
     output_name: str = "logits"
     reject: dict[str, Any] | None = None  # thresholds.json's entry: travels as model parameters
+    pixels: bool = False  # True: uint8 NHWC pixels in (the model normalises them), else float32 NCHW
 
 
 def model_config(model: TritonModel) -> str:
     """config.pbtxt text. max_batch_size 0 means the dims carry the (fixed) batch dimension."""
-    chw = [model.channels, model.size, model.size]
-    in_dims = chw if model.max_batch_size else [1, *chw]
+    image = [model.size, model.size, model.channels] if model.pixels else [model.channels, model.size, model.size]
+    in_dims = image if model.max_batch_size else [1, *image]
     out_dims = [len(model.classes)] if model.max_batch_size else [1, len(model.classes)]
     engine = 'backend: "openvino"' if model.kind == "openvino" else f'platform: "{model.kind}"'
     lines = [
@@ -45,7 +46,7 @@ def model_config(model: TritonModel) -> str:
         "input [",
         "  {",
         f'    name: "{model.input_name}"',
-        "    data_type: TYPE_FP32",
+        f"    data_type: {'TYPE_UINT8' if model.pixels else 'TYPE_FP32'}",
         f"    dims: [ {', '.join(map(str, in_dims))} ]",
         "  }",
         "]",

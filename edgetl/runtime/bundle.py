@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from edgetl.errors import EdgetlError, InvalidFileError
 from edgetl.files import is_inside, read_json, sha256_file
-from edgetl.runtime.preprocess import PreprocessSpec
+from edgetl.runtime.preprocess import PreprocessSpec, model_input
 from edgetl.runtime.runner import Runner
 
 if TYPE_CHECKING:
@@ -261,10 +263,16 @@ class Bundle:
             ) from exc
         embedder = embedder_runner(self.file(str(entry["embedder"])), threads=threads)
         try:
-            return DriftMonitor(reference, embedder, window=window, every=every)
+            return DriftMonitor(reference, embedder, window=window, every=every, spec=self.spec)
         except BaseException:
             embedder.close()
             raise
+
+    def parity_inputs(self) -> np.ndarray:
+        """The parity pack's golden images as this bundle's models take them (stored as uint8 pixels; float32
+        tensors in bundles of earlier versions)."""
+        stored = np.load(self.file(self.manifest["parity"]["inputs"]), allow_pickle=False)
+        return model_input(stored, self.spec) if stored.dtype == np.uint8 else stored
 
     def engine_dir(self, precision: str) -> Path:
         return self.folder / ENGINES / precision

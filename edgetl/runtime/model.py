@@ -28,7 +28,7 @@ from edgetl.runtime.preprocess import (
     canonical_image,
     decode_image,
     image_from_array,
-    normalize,
+    model_input,
     resized_uint8,
 )
 from edgetl.runtime.runner import InputMismatchError, Runner
@@ -130,7 +130,8 @@ class LineModel:
         return None if self.rule is None else self.rule.threshold
 
     def prepare(self, image: ImageInput) -> np.ndarray:
-        """Decode and preprocess one image into the model's (1, C, H, W) float32 input.
+        """Decode and preprocess one image into the model's input: (1, C, H, W) float32, or (1, H, W, C) uint8
+        pixels for a model that normalises in its graph (preprocess.json says which).
 
         Raises:
             ImageDecodeError: the file or array cannot be used.
@@ -143,10 +144,10 @@ class LineModel:
             decoded = image_from_array(image)
         else:
             raise ImageDecodeError(f"cannot read a {type(image).__name__}; pass a path, a PIL image or a uint8 array")
-        return normalize(resized_uint8(decoded, self.spec), self.spec)
+        return model_input(resized_uint8(decoded, self.spec), self.spec)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Logits of an already preprocessed float32 NCHW batch (the runner's checked ``infer``)."""
+        """Logits of an already preprocessed batch, as :meth:`prepare` makes it (the runner's checked ``infer``)."""
         return self.runner.infer(batch)
 
     def _rule(self, threshold: float | None) -> RejectRule | None:

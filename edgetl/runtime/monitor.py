@@ -16,6 +16,7 @@ import numpy as np
 
 from edgetl.errors import EdgetlError
 from edgetl.runtime.drift import DriftReference, DriftScore, score_window
+from edgetl.runtime.preprocess import PreprocessSpec, float_input
 from edgetl.runtime.runner import BackendUnavailable, Runner, has_package
 
 MIN_WINDOW = 10
@@ -54,8 +55,16 @@ class DriftMonitor:
     """
 
     def __init__(
-        self, reference: DriftReference, embedder: Runner, *, window: int = 100, every: int = 1, seed: int = 0
+        self,
+        reference: DriftReference,
+        embedder: Runner,
+        *,
+        window: int = 100,
+        every: int = 1,
+        seed: int = 0,
+        spec: PreprocessSpec | None = None,
     ) -> None:
+        """``spec``: the model's preprocessing, so uint8 pixel inputs are normalised for the FP32 embedder."""
         if window < MIN_WINDOW:
             raise DriftSettingsError(
                 f"a drift window needs at least {MIN_WINDOW} images, got {window}", hint="pass --drift-window 100"
@@ -64,6 +73,7 @@ class DriftMonitor:
             raise DriftSettingsError(f"drift sampling every {every}-th image is not possible: give 1 or more.")
         self.reference = reference
         self.embedder = embedder
+        self.spec = spec
         self.window = window
         self.every = every
         self.seed = seed
@@ -75,7 +85,8 @@ class DriftMonitor:
         self.embed_seconds = 0.0
 
     def observe(self, x: np.ndarray) -> None:
-        """Embed one preprocessed (1, C, H, W) input (every ``every``-th image) and keep it for the next window."""
+        """Embed one model input (float 1, C, H, W or uint8 1, H, W, C; every ``every``-th image) for the next
+        window."""
         with self._lock:
             self._seen += 1
             if (self._seen - 1) % self.every:
@@ -88,7 +99,9 @@ class DriftMonitor:
             self.embed_seconds += time.perf_counter() - began
 
     def embed(self, x: np.ndarray) -> np.ndarray:
-        """Pooled, L2-normalised backbone features (N, D) of preprocessed (N, C, H, W) inputs."""
+        """Pooled, L2-normalised backbone features (N, D) of model inputs (float NCHW, or uint8 NHWC pixels)."""
+        if self.spec is not None:
+            x = float_input(x, self.spec)
         features = np.asarray(self.embedder.infer(x), np.float32).reshape(len(x), -1)
         return np.asarray(features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12), np.float32)
 

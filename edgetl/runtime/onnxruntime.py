@@ -45,6 +45,7 @@ class OnnxRuntimeRunner(Runner):
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         self.input_shape = static_dims(first.shape)
+        self.input_dtype = np.dtype(np.uint8 if first.type == "tensor(uint8)" else np.float32)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self.session.run(None, {self.input_name: batch})[0])

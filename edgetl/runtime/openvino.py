@@ -69,6 +69,7 @@ class OpenVinoRunner(Runner):
         self._local.request = self.request
         shape = self.compiled.input(0).get_partial_shape()
         self.input_shape = tuple(d.get_length() if d.is_static else None for d in shape)
+        self.input_dtype = np.dtype(self.compiled.input(0).get_element_type().to_dtype())
         self.runtime = f"openvino-{device}"
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:

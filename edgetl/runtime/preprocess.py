@@ -15,7 +15,9 @@ Decode rule (the same in training, bench and the deployed numpy code):
 5. The image is resized to ``input_size`` x ``input_size`` with Pillow's bilinear filter: ``stretch`` fills the
    square (aspect not kept), ``letterbox`` scales the longer side to ``input_size`` (``round(side * scale)``) and
    centres the image on black padding (offset ``(input_size - new) // 2``; nvinfer's ``maintain-aspect-ratio=1``
-   with ``symmetric-padding=1``). Then pixels are scaled to [0, 1] and normalised with ``mean`` / ``std``.
+   with ``symmetric-padding=1``). Then pixels are scaled to [0, 1] and normalised with ``mean`` / ``std``: on the
+   host (``dtype: float32``, NCHW), or inside the model's graph, which then takes the uint8 NHWC pixels
+   (``dtype: uint8``, the same arithmetic in the same order).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgetl.errors import EdgetlError
 
@@ -62,10 +64,35 @@ class PreprocessSpec(BaseModel):
         description="stretch: whole image to the square input; letterbox: keep the aspect ratio, pad with black.",
     )
     interpolation: Literal["bilinear"] = Field("bilinear", description="Pillow resampling filter.")
-    layout: Literal["NCHW"] = "NCHW"
-    dtype: Literal["float32"] = "float32"
+    layout: Literal["NCHW", "NHWC"] = Field(
+        "NCHW", description="NCHW: the normalised float tensor; NHWC: uint8 pixels as they are (dtype uint8)."
+    )
+    dtype: Literal["float32", "uint8"] = Field(
+        "float32",
+        description="float32: normalised on the host; uint8: the model takes the resized pixels and normalises "
+        "them in its graph (mean / std still say how).",
+    )
     exif_orientation: Literal["apply"] = "apply"
     sixteen_bit: Literal["scale_linear"] = Field("scale_linear", description="16-bit grey -> round(v / 257).")
+
+    @model_validator(mode="after")
+    def _pixels_are_nhwc(self) -> PreprocessSpec:
+        if (self.dtype == "uint8") != (self.layout == "NHWC"):
+            raise ValueError("uint8 input is NHWC pixels and float32 input is NCHW; set dtype and layout together")
+        return self
+
+    @property
+    def takes_pixels(self) -> bool:
+        """True when the model takes uint8 NHWC pixels (normalisation inside the graph)."""
+        return self.dtype == "uint8"
+
+    def as_pixels(self) -> PreprocessSpec:
+        """This spec for a model that takes uint8 NHWC pixels and normalises them itself."""
+        return self.model_copy(update={"dtype": "uint8", "layout": "NHWC"})
+
+    def as_float(self) -> PreprocessSpec:
+        """This spec for a model that takes the normalised float32 NCHW tensor."""
+        return self.model_copy(update={"dtype": "float32", "layout": "NCHW"})
 
     @classmethod
     def for_channels(
@@ -207,6 +234,21 @@ def normalize(batch_hwc: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
 
 
+def model_input(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Resized uint8 pixels (N, H, W, C) or (H, W, C) -> what the model takes: the pixels themselves (a model that
+    normalises in its graph) or the normalised float32 NCHW tensor."""
+    if pixels.ndim == 3:
+        pixels = pixels[None]
+    if spec.takes_pixels:
+        return np.ascontiguousarray(pixels, dtype=np.uint8)
+    return normalize(pixels, spec)
+
+
+def float_input(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """A model input under ``spec`` -> the normalised float32 NCHW tensor (for the FP32 drift embedder)."""
+    return normalize(batch, spec) if batch.dtype == np.uint8 and batch.ndim == 4 else batch
+
+
 def preprocess_file(path: Path, spec: PreprocessSpec) -> np.ndarray:
-    """The deploy-time path: image file -> (1, C, H, W) float32."""
-    return normalize(resized_uint8(decode_image(path), spec), spec)
+    """The deploy-time path: image file -> the model's input, (1, C, H, W) float32 or (1, H, W, C) uint8."""
+    return model_input(resized_uint8(decode_image(path), spec), spec)

@@ -62,7 +62,7 @@ class Runner(abc.ABC):
         return self.input_shape[0] if self.input_shape else None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """float32 NCHW batch -> logits (N, classes).
+        """The model's input batch (float32 NCHW, or uint8 NHWC pixels) -> logits (N, classes).
 
         Raises:
             InputMismatchError: the dtype or shape is not what the model takes.
@@ -71,7 +71,7 @@ class Runner(abc.ABC):
         if batch.dtype != self.input_dtype:
             raise InputMismatchError(
                 f"{self.runtime}: the model takes {self.input_dtype} input, not {batch.dtype}; preprocess images "
-                "with edgetl.runtime.preprocess (normalize / preprocess_file)."
+                "with edgetl.runtime.preprocess (model_input / preprocess_file) under the bundle's preprocess.json."
             )
         if self.input_shape and (
             batch.ndim != len(self.input_shape)

@@ -36,7 +36,7 @@ def verify_bundle(folder: Path | str, *, write: bool = True) -> dict[str, Any]:
     """
     bundle = Bundle.open(folder)
     parity = bundle.manifest["parity"]
-    inputs = np.load(bundle.file(parity["inputs"]), allow_pickle=False)
+    inputs = bundle.parity_inputs()
     rows = []
     for precision, (runtime, device) in runtime_plan(bundle).items():
         reference = np.load(bundle.file(parity["references"][precision]), allow_pickle=False)

@@ -53,3 +53,14 @@ class OnnxRuntimeTarget(Target):
 
     def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:
         return OnnxRuntimeRunner(artifact.model_path, threads=threads)
+
+    def to_pixel_input(self, artifact: Artifact, folder: Path, spec: Any, pixels: Any) -> dict[str, Any] | None:
+        from edgetl.pixel_input import check_rewrite, onnx_pixel_input
+
+        model, staged = folder / artifact.model_file, folder / "model.pixels.onnx"
+        onnx_pixel_input(model, staged, spec)
+        check = check_rewrite(
+            OnnxRuntimeRunner(model, threads=None), OnnxRuntimeRunner(staged, threads=None), pixels, spec
+        )
+        staged.replace(model)  # a new file: the exported model this one may be linked to is unchanged
+        return check

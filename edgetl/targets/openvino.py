@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from edgetl.errors import MissingInputError
 from edgetl.onnx_safety import check_onnx_file
@@ -66,3 +66,18 @@ class OpenVinoTarget(Target):
     def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:
         precision = str(artifact.details.get("inference_precision", "f32"))
         return OpenVinoRunner(artifact.model_path, artifact.device, threads=threads, inference_precision=precision)
+
+    def to_pixel_input(self, artifact: Artifact, folder: Path, spec: Any, pixels: Any) -> dict[str, Any] | None:
+        from edgetl.pixel_input import check_rewrite, openvino_pixel_input
+
+        model, staged = folder / artifact.model_file, folder / "model.pixels.xml"
+        openvino_pixel_input(model, staged, spec)
+        precision = str(artifact.details.get("inference_precision", "f32"))
+
+        def runner(path: Path) -> Runner:
+            return OpenVinoRunner(path, artifact.device, threads=None, inference_precision=precision)
+
+        check = check_rewrite(runner(model), runner(staged), pixels, spec)
+        staged.with_suffix(".bin").replace(model.with_suffix(".bin"))
+        staged.replace(model)
+        return check

@@ -1,0 +1,131 @@
+"""Models that take the camera's uint8 pixels: the normalisation moves from the host into the graph.
+
+A compiled CPU artifact (ONNX Runtime ONNX, OpenVINO IR) is rewritten to take uint8 ``(N, H, W, C)`` pixels, the
+resized image as it is, and to compute ``((x / 255) - mean) / std`` in NCHW itself: the same arithmetic, in the same
+order, as :func:`edgetl.runtime.preprocess.normalize` (ONNX: Transpose, Cast, Div, Sub, Div; OpenVINO: its
+``PrePostProcessor``). The line then feeds pixels and skips a float conversion and a transpose per image. Each
+rewrite is checked against the float model on real images before it replaces anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.data.dataset import Dataset
+from edgetl.errors import EdgetlError
+from edgetl.files import atomic_path
+from edgetl.runtime.preprocess import PreprocessSpec, model_input
+from edgetl.runtime.runner import Runner
+
+# Logits of the pixel-input model may differ from the float model's by float rounding (OpenVINO may fuse the
+# normalisation into the first convolution); more than this, or any changed top-1, is a failed rewrite.
+MAX_SCALED_DIFF = 1e-3
+
+
+class PixelInputError(EdgetlError, RuntimeError):
+    """A pixel-input rewrite that does not compute what the float model does; nothing was replaced."""
+
+
+def check_images(dataset: Dataset, spec: PreprocessSpec, count: int = 32) -> np.ndarray:
+    """Validation pixels (uint8 N, H, W, C; training images when there is no validation split) on which a
+    rewrite is checked against the float model."""
+    from edgetl.data.inputs import split_pixels
+
+    return split_pixels(dataset, spec, "val" if dataset.split("val") else "train", limit=count)[0]
+
+
+def onnx_pixel_input(onnx_in: Path, onnx_out: Path, spec: PreprocessSpec) -> None:
+    """Write ``onnx_out``: ``onnx_in`` with a uint8 NHWC input named as before and the normalisation in front."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgetl.onnx_safety import check_onnx_file
+
+    model = onnx.load(str(check_onnx_file(onnx_in)))
+    graph = model.graph
+    old = graph.input[0]
+    name = old.name
+    dims = old.type.tensor_type.shape.dim
+    if len(dims) != 4 or old.type.tensor_type.elem_type != TensorProto.FLOAT:
+        raise PixelInputError(f"{onnx_in}: the input {name!r} is not a float NCHW tensor; it is left as it is.")
+    normalised = f"{name}_normalised"
+    for node in graph.node:
+        node.input[:] = [normalised if i == name else i for i in node.input]
+    channels = len(spec.mean)
+    shape = [1, channels, 1, 1]
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(255.0, np.float32), f"{name}_255"),
+            numpy_helper.from_array(np.asarray(spec.mean, np.float32).reshape(shape), f"{name}_mean"),
+            numpy_helper.from_array(np.asarray(spec.std, np.float32).reshape(shape), f"{name}_std"),
+        ]
+    )
+    prefix = [
+        helper.make_node("Transpose", [name], [f"{name}_nchw"], perm=[0, 3, 1, 2], name=f"{name}_to_nchw"),
+        helper.make_node("Cast", [f"{name}_nchw"], [f"{name}_float"], to=TensorProto.FLOAT, name=f"{name}_cast"),
+        helper.make_node("Div", [f"{name}_float", f"{name}_255"], [f"{name}_scaled"], name=f"{name}_div255"),
+        helper.make_node("Sub", [f"{name}_scaled", f"{name}_mean"], [f"{name}_centred"], name=f"{name}_sub_mean"),
+        helper.make_node("Div", [f"{name}_centred", f"{name}_std"], [normalised], name=f"{name}_div_std"),
+    ]
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(prefix + nodes)
+    batch, c, h, w = (d.dim_param or d.dim_value for d in dims)
+    pixels = helper.make_tensor_value_info(name, TensorProto.UINT8, [batch, h, w, c])
+    graph.input.remove(old)
+    graph.input.insert(0, pixels)
+    for prop in model.metadata_props:
+        if prop.key == "edgetl.preprocess":
+            prop.value = spec.as_pixels().model_dump_json()
+    with atomic_path(onnx_out) as tmp:
+        onnx.save(model, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
+
+
+def openvino_pixel_input(xml_in: Path, xml_out: Path, spec: PreprocessSpec) -> None:
+    """Write ``xml_out`` (+ its .bin, beside ``xml_in``'s): the IR with a uint8 NHWC input and OpenVINO's
+    preprocessing steps in front. ``xml_out`` must not be ``xml_in`` (OpenVINO maps the weights it reads)."""
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+
+    model = ov.Core().read_model(str(xml_in))
+    ppp = PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    steps = ppp.input().preprocess()
+    steps.convert_element_type(ov.Type.f32).scale(255.0).mean(list(spec.mean)).scale(list(spec.std))
+    # compress_to_fp16=False keeps the weights as they are (an FP16 IR stays FP16, an FP32 one FP32).
+    ov.save_model(ppp.build(), str(xml_out), compress_to_fp16=False)
+
+
+def check_rewrite(
+    float_runner: Runner, pixel_runner: Runner, pixels: np.ndarray, spec: PreprocessSpec
+) -> dict[str, Any]:
+    """The pixel-input model against the float model on ``pixels`` (uint8 N, H, W, C); raises when they differ.
+
+    Returns images, max |logit difference|, the largest difference scaled by the logits' size and top-1 agreement.
+    """
+    float_spec, pixel_spec = spec.as_float(), spec.as_pixels()
+    with float_runner, pixel_runner:
+        ref = np.concatenate([float_runner.infer(model_input(p, float_spec)) for p in pixels])
+        got = np.concatenate([pixel_runner.infer(model_input(p, pixel_spec)) for p in pixels])
+    diff = np.abs(ref - got).max(axis=1)
+    scaled = diff / np.maximum(1.0, np.abs(ref).max(axis=1))
+    result = {
+        "images": len(pixels),
+        "max_abs_diff": float(diff.max()),
+        "max_scaled_diff": float(scaled.max()),
+        "top1_agreement": float(np.mean(ref.argmax(1) == got.argmax(1))),
+        "limit": MAX_SCALED_DIFF,
+    }
+    if result["max_scaled_diff"] > MAX_SCALED_DIFF or result["top1_agreement"] < 1.0:
+        raise PixelInputError(
+            f"the uint8-input model differs from the float model: max |logit diff| {result['max_abs_diff']:.2e} "
+            f"({result['max_scaled_diff']:.2e} of the logits' size, limit {MAX_SCALED_DIFF:.0e}), top-1 agreement "
+            f"{result['top1_agreement']:.3f} on {len(pixels)} images",
+            hint="set export.uint8_input: false to keep host-side normalisation, and report this model",
+        )
+    return result

@@ -1,0 +1,103 @@
+"""uint8-input models: the normalisation moved into the graph computes what the host-side code does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgetl.export import export_module
+from edgetl.pixel_input import PixelInputError, check_rewrite, onnx_pixel_input, openvino_pixel_input
+from edgetl.runtime.onnxruntime import OnnxRuntimeRunner
+from edgetl.runtime.preprocess import PreprocessSpec, model_input, normalize
+
+
+def _spec(channels: int) -> PreprocessSpec:
+    return PreprocessSpec.for_channels(channels, input_size=16)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=[1, 3], ids=["grey", "rgb"])
+def float_onnx(request, tmp_path: Path) -> tuple[Path, PreprocessSpec]:
+    channels = request.param
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
+    path = tmp_path / "model.onnx"
+    export_module(model, torch.zeros(1, channels, 16, 16), path, dynamic_batch=True)
+    return path, _spec(channels)
+
+
+def _pixels(spec: PreprocessSpec, n: int = 6) -> np.ndarray:
+    # Not symmetric in rows, columns or channels, so a wrong transpose or channel order shows.
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 256, size=(n, 16, 16, spec.channels), dtype=np.uint8)
+
+
+def test_onnx_rewrite_takes_pixels_and_gives_the_float_models_logits(float_onnx, tmp_path: Path):
+    path, spec = float_onnx
+    out = tmp_path / "pixels.onnx"
+    onnx_pixel_input(path, out, spec)
+    pixels = _pixels(spec)
+    with OnnxRuntimeRunner(path, threads=1) as ref, OnnxRuntimeRunner(out, threads=1) as got:
+        assert got.input_dtype == np.uint8 and got.input_shape == (None, 16, 16, spec.channels)
+        expected = ref.infer(normalize(pixels, spec))
+        # The same float operations in the same order as the host-side code.
+        np.testing.assert_allclose(got.infer(pixels), expected, rtol=0, atol=1e-6)
+    check = check_rewrite(OnnxRuntimeRunner(path, threads=1), OnnxRuntimeRunner(out, threads=1), pixels, spec)
+    assert check["top1_agreement"] == 1.0 and check["images"] == len(pixels)
+
+
+def test_openvino_rewrite_takes_pixels_and_gives_the_float_models_logits(float_onnx, tmp_path: Path):
+    ov = pytest.importorskip("openvino")
+    from edgetl.runtime.openvino import OpenVinoRunner
+
+    path, spec = float_onnx
+    for compress in (False, True):  # an FP32 IR and an FP16 one (compressed weights stay compressed)
+        xml = tmp_path / f"model{int(compress)}.xml"
+        ov.save_model(ov.convert_model(str(path)), str(xml), compress_to_fp16=compress)
+        out = tmp_path / f"pixels{int(compress)}.xml"
+        openvino_pixel_input(xml, out, spec)
+        pixels = _pixels(spec)
+        with OpenVinoRunner(xml, "CPU", threads=1) as ref, OpenVinoRunner(out, "CPU", threads=1) as got:
+            assert got.input_dtype == np.uint8 and got.input_shape[1:] == (16, 16, spec.channels)
+            np.testing.assert_allclose(got.infer(pixels), ref.infer(normalize(pixels, spec)), atol=1e-4)
+        assert abs(out.with_suffix(".bin").stat().st_size - xml.with_suffix(".bin").stat().st_size) < 1024
+
+
+def test_a_rewrite_that_computes_something_else_is_refused(float_onnx, tmp_path: Path):
+    path, spec = float_onnx
+    wrong = spec.model_copy(update={"mean": [m + 0.3 for m in spec.mean]})
+    out = tmp_path / "wrong.onnx"
+    onnx_pixel_input(path, out, wrong)
+    with pytest.raises(PixelInputError, match="differs from the float model") as caught:
+        check_rewrite(OnnxRuntimeRunner(path, threads=1), OnnxRuntimeRunner(out, threads=1), _pixels(spec), spec)
+    assert "export.uint8_input: false" in (caught.value.hint or "")
+
+
+def test_model_input_follows_the_spec():
+    spec = _spec(1)
+    pixels = _pixels(spec, 2)
+    assert model_input(pixels, spec.as_pixels()).dtype == np.uint8
+    np.testing.assert_array_equal(model_input(pixels, spec), normalize(pixels, spec))
+    with pytest.raises(ValueError, match="dtype and layout together"):
+        PreprocessSpec(dtype="uint8", layout="NCHW")
+
+
+def test_the_build_gives_cpu_artifacts_pixel_input_and_tensorrt_float(tiny_run, trt_run):
+    _, run, _, _, _ = tiny_run
+    for profile, precision in (("cpu", "fp32"), ("cpu", "int8"), ("intel-cpu", "fp16"), ("intel-cpu", "int8")):
+        record = json.loads((run.target(profile, precision) / "artifact.json").read_text())
+        assert record["preprocess"]["dtype"] == "uint8" and record["preprocess"]["layout"] == "NHWC"
+        assert record["details"]["pixel_input"]["top1_agreement"] == 1.0, (profile, precision)
+    cpu = json.loads((run.root / "bundle" / "cpu" / "preprocess.json").read_text())
+    assert cpu["dtype"] == "uint8"
+    stored = np.load(run.root / "bundle" / "cpu" / "parity" / "inputs.npy", allow_pickle=False)
+    assert stored.dtype == np.uint8 and stored.shape[1:] == (32, 32, 1)
+    _, trt, _ = trt_run
+    jetson = json.loads((trt.root / "bundle" / "jetson-orin-nano" / "preprocess.json").read_text())
+    assert jetson["dtype"] == "float32" and jetson["layout"] == "NCHW"
