@@ -7,7 +7,9 @@ Vendor defaults, built here from runs/<name>/export/model.onnx and the run's cal
 - ONNX Runtime ``quantize_static`` with its defaults (QDQ, signed int8 activations and weights, minmax);
 - OpenVINO FP32 IR with its default inference precision (BF16 on CPUs with AMX or AVX512-BF16, else f32);
 - ``nncf.quantize`` with its defaults on the converted model.
-Then every compiled artifact of the run (runs/<name>/targets/*/*), through edgetl's own runners.
+Then every compiled artifact of the run (runs/<name>/targets/*/*), through edgetl's own runners, each fed what it
+takes: the vendors' paths the normalised float tensor, edgetl's uint8-input artifacts the pixels of the same image
+(their normalisation runs inside the timed call).
 
 Rounds are interleaved (round 1 times every model, then round 2 ...), so a busy host slows all alike; each model's
 figure is the median of its rounds' batch-1 p50. Prints each model's p50, batch-8 images/s, and its ratio to the
@@ -82,8 +84,10 @@ def vendor_defaults(run: Path, folder: Path, threads: int) -> dict[str, Infer]:
     }
 
 
-def edgetl_artifacts(run: Path, threads: int) -> dict[str, tuple[Infer, object]]:
-    """Every compiled artifact of the run that runs here, through edgetl's runners."""
+def edgetl_artifacts(run: Path, threads: int, pixels: np.ndarray) -> dict[str, tuple[Infer, np.ndarray]]:
+    """Every compiled artifact of the run that runs here, through edgetl's runners, with its input made of
+    ``pixels`` (uint8 N, H, W, C): the pixels themselves for a uint8-input artifact, else the float tensor."""
+    from edgetl.runtime.preprocess import PreprocessSpec, model_input
     from edgetl.targets import Artifact, get_target
 
     out = {}
@@ -96,7 +100,9 @@ def edgetl_artifacts(run: Path, threads: int) -> dict[str, tuple[Infer, object]]
         runner.__enter__()
         landed = (artifact.details.get("ladder") or {}).get("landed")
         name = f"edgetl: {artifact.profile} {artifact.precision}" + (f" ({landed})" if landed else "")
-        out[name] = (runner.infer, runner)
+        if artifact.preprocess.get("dtype") == "uint8":
+            name += " (uint8 input)"
+        out[name] = (runner.infer, model_input(pixels, PreprocessSpec.model_validate(artifact.preprocess)))
     return out
 
 
@@ -134,17 +140,23 @@ def main() -> None:
     from edgetl.quantize import load_calibration
 
     x = np.ascontiguousarray(load_calibration(args.run / "calibration").tensors[:1])
-    batch8 = np.ascontiguousarray(np.repeat(x, 8, axis=0))
+    pixels = np.load(args.run / "calibration" / "calib.npy", allow_pickle=False)[:1]
     with tempfile.TemporaryDirectory(prefix="edgetl-vendor-") as tmp:
-        models: dict[str, Infer] = dict(vendor_defaults(args.run, Path(tmp), args.threads))
-        models.update({name: infer for name, (infer, _) in edgetl_artifacts(args.run, args.threads).items()})
+        # The vendors' default paths take the float tensor; edgetl's artifacts what they were built for.
+        models: dict[str, tuple[Infer, np.ndarray]] = {
+            name: (infer, x) for name, infer in vendor_defaults(args.run, Path(tmp), args.threads).items()
+        }
+        models.update(edgetl_artifacts(args.run, args.threads, pixels))
         rounds: dict[str, list[float]] = {name: [] for name in models}
         for r in range(args.rounds):
-            for name, infer in models.items():
-                rounds[name].append(p50_ms(infer, x, args.iterations))
+            for name, (infer, first) in models.items():
+                rounds[name].append(p50_ms(infer, first, args.iterations))
             print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{v[-1]:.2f}" for v in rounds.values()), flush=True)
         p50 = {name: statistics.median(values) for name, values in rounds.items()}
-        rate = {name: images_per_s(infer, batch8) for name, infer in models.items()}
+        rate = {
+            name: images_per_s(infer, np.ascontiguousarray(np.repeat(first, 8, axis=0)))
+            for name, (infer, first) in models.items()
+        }
     vendor = min((v, n) for n, v in p50.items() if n.startswith("vendor:"))
     ours = min((v, n) for n, v in p50.items() if n.startswith("edgetl:"))
     width = max(map(len, p50))
