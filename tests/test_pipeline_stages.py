@@ -73,10 +73,12 @@ def test_target_conformance(tiny_run, backend: str):
         assert artifact.backend == backend and artifact.classes == ["crack", "good"]
         spec = PreprocessSpec.model_validate(artifact.preprocess)
         # In-distribution inputs (the images INT8 was calibrated on), not noise that INT8 ranges clip.
-        xs = [preprocess_file(path, spec) for path in sorted(images.rglob("*.png"))[::3]]
+        paths = sorted(images.rglob("*.png"))[::3]
+        xs = [preprocess_file(path, spec) for path in paths]  # uint8 pixels for a uint8-input artifact
         with target.load(artifact, threads=1) as runner:
             outs = np.concatenate([runner.infer(x) for x in xs])
-        reference = np.concatenate([reference_session.run(None, {"input": x})[0] for x in xs])
+        floats = [preprocess_file(path, spec.as_float()) for path in paths]  # the exported model's input
+        reference = np.concatenate([reference_session.run(None, {"input": x})[0] for x in floats])
         assert outs.shape == (len(xs), 2)
         if precision == "fp32":
             assert np.abs(outs - reference).max() <= 1e-4
