@@ -812,7 +812,10 @@ def adapt(
 def study_transfer(
     run: RunArg,
     fractions: Annotated[str, typer.Option(help="Shares of the training groups, comma-separated.")] = "0.1,0.25,0.5,1",
-    seeds: Annotated[int, typer.Option(help="Seeds per share and arm.")] = 3,
+    seeds: Annotated[
+        int | None,
+        typer.Option(help="Seeds per share and arm (default: 3 on cuda; 1 on cpu, about an hour on 2 cores)."),
+    ] = None,
     input_size: Annotated[
         int | None, typer.Option(help="Input side of both arms (default: the recipe's on cuda, at most 128 on cpu).")
     ] = None,
@@ -835,6 +838,12 @@ def study_transfer(
         shares = tuple(float(f) for f in fractions.split(",") if f.strip())
     except ValueError as exc:
         raise ConfigError(f"--fractions {fractions!r}: give shares such as 0.1,0.25,0.5,1") from exc
+    if seeds is None:
+        from edgetl.train import resolve_device
+
+        seeds = 3 if resolve_device(device).type == "cuda" else 1
+        if seeds == 1:
+            typer.echo("study on the CPU: 1 seed per share and arm (about an hour on 2 cores); --seeds 3 for spread")
     if not shares or any(not 0 < f <= 1 for f in shares) or seeds < 1:
         raise ConfigError("--fractions must be shares in (0, 1] and --seeds at least 1.")
     settings = StudySettings(
