@@ -28,8 +28,10 @@ def ci(value: Any, interval: Any, spec: str = ".3f") -> str:
 
 
 def artifact_name(a: dict[str, Any]) -> str:
-    """'cpu int8'."""
-    return f"{a['target']} {a['precision']}"
+    """'cpu int8', or 'cpu int8 (fp16 model)' when the INT8 ladder fell through to a floating-point rung."""
+    kind = ((a.get("details") or {}).get("ladder") or {}).get("kind")
+    fell = a["precision"] == "int8" and kind in ("fp16", "fp32")
+    return f"{a['target']} {a['precision']}" + (f" ({kind} model)" if fell else "")
 
 
 def latency_cell(a: dict[str, Any], key: str = "latency_ms", q: str = "p50") -> str:
@@ -86,13 +88,13 @@ def artifact_rows(report: dict[str, Any]) -> list[list[str]]:
             [
                 a["target"],
                 a["backend"],
-                a["precision"],
+                artifact_name(a).removeprefix(f"{a['target']} "),
                 *_headline(a["metrics"]),
                 fmt(a["fp32_agreement"]),
                 latency_cell(a, "latency_ms", "p50"),
                 latency_cell(a, "latency_ms", "p99"),
                 f"{a['size_bytes'] / 1e6:.2f}",
-                verdicts.get(artifact_name(a), "-"),
+                verdicts.get(f"{a['target']} {a['precision']}", "-"),
             ]
         )
     return rows

@@ -166,3 +166,12 @@ def test_the_report_modules_form_no_cycle():
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         assert "edgetl.report" not in imported, f"{name} imports edgetl.report: the cycle is back"
+
+
+def test_an_int8_artifact_that_fell_through_to_a_float_rung_is_named_so():
+    from edgetl.report_rows import artifact_name
+
+    fell = {"target": "cpu", "precision": "int8", "details": {"ladder": {"kind": "fp32"}}}
+    assert artifact_name(fell) == "cpu int8 (fp32 model)"
+    calibrated = {"target": "cpu", "precision": "int8", "details": {"ladder": {"kind": "calibration"}}}
+    assert artifact_name(calibrated) == "cpu int8" == artifact_name({"target": "cpu", "precision": "int8"})
