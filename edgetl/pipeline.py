@@ -98,7 +98,7 @@ def with_calibration_overrides(profile: TargetProfile, config: BuildConfig) -> T
 @writes_run("compile")
 def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> list[Any]:
     """Compile every precision of a profile into run/targets/<profile>/<precision>/ (atomically)."""
-    from edgetl.pixel_input import check_images
+    from edgetl.pixel_input import check_images, take_pixels
     from edgetl.quantize.calibration import load_calibration
     from edgetl.runtime.preprocess import PreprocessSpec
     from edgetl.targets import get_target
@@ -135,10 +135,8 @@ def stage_compile(config: BuildConfig, run: RunDir, profile: TargetProfile) -> l
             )
             artifact.classes = list(meta["classes"])
             artifact.preprocess = meta["preprocess"]
-            check = None if pixels is None else target.to_pixel_input(artifact, tmp, spec, pixels)
-            if check is not None:
-                artifact.preprocess = spec.as_pixels().model_dump(mode="json")
-                artifact.details["pixel_input"] = check
+            if pixels is not None:
+                take_pixels(target, artifact, tmp, spec, pixels, gate=gate, limits=profile.quantization.gate)
             artifact.source_onnx_sha256 = sha256_file(onnx_path)
             artifact.details["compile_seconds"] = round(time.perf_counter() - t0, 2)
             artifact.write(tmp)

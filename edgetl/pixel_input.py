@@ -17,7 +17,9 @@ import numpy as np
 from edgetl.data.dataset import Dataset
 from edgetl.errors import EdgetlError
 from edgetl.files import atomic_path
-from edgetl.runtime.preprocess import PreprocessSpec, model_input
+from edgetl.quantize.gate import GateData
+from edgetl.quantize.settings import GateSpec
+from edgetl.runtime.preprocess import PreprocessSpec, model_input, normalize, pixels_of
 from edgetl.runtime.runner import Runner
 
 # Logits of the pixel-input model may differ from the float model's by float rounding (OpenVINO may fuse the
@@ -35,6 +37,46 @@ def check_images(dataset: Dataset, spec: PreprocessSpec, count: int = 32) -> np.
     from edgetl.data.inputs import split_pixels
 
     return split_pixels(dataset, spec, "val" if dataset.split("val") else "train", limit=count)[0]
+
+
+def take_pixels(
+    target: Any,
+    artifact: Any,
+    folder: Path,
+    spec: PreprocessSpec,
+    pixels: np.ndarray,
+    *,
+    gate: GateData | None,
+    limits: GateSpec,
+) -> None:
+    """Rewrite a freshly compiled artifact (in its staging ``folder``) to take uint8 pixels where its backend can,
+    checked (quantized precisions by their gate); its record then says so (``preprocess``, ``details.pixel_input``).
+    """
+    gated = artifact.precision in ("int8", "bf16") and gate is not None
+    try:
+        check = target.to_pixel_input(
+            artifact, folder, spec, pixels, gate=gate if gated else None, limits=limits if gated else None
+        )
+    except PixelInputError as exc:
+        # The float-input model stays: a bundle says per precision which input its model takes.
+        artifact.details["pixel_input"] = {"kept": "float32 NCHW input", "why": str(exc)}
+        _warn(f"{artifact.profile} {artifact.precision}: keeps float input; {exc}")
+        return
+    if check is not None:
+        artifact.preprocess = spec.as_pixels().model_dump(mode="json")
+        artifact.details["pixel_input"] = check
+
+
+def gate_passed(artifact: Any) -> bool:
+    """Whether the artifact's float-input model passed its accuracy gate (True where it has none)."""
+    gate = artifact.details.get("gate")
+    return not isinstance(gate, dict) or bool(gate.get("passed", True))
+
+
+def _warn(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"warning: {message}", markup=False)
 
 
 def onnx_pixel_input(onnx_in: Path, onnx_out: Path, spec: PreprocessSpec) -> None:
@@ -102,30 +144,60 @@ def openvino_pixel_input(xml_in: Path, xml_out: Path, spec: PreprocessSpec) -> N
 
 
 def check_rewrite(
-    float_runner: Runner, pixel_runner: Runner, pixels: np.ndarray, spec: PreprocessSpec
+    float_runner: Runner,
+    pixel_runner: Runner,
+    pixels: np.ndarray,
+    spec: PreprocessSpec,
+    *,
+    gate: GateData | None = None,
+    limits: GateSpec | None = None,
+    float_passed: bool = True,
 ) -> dict[str, Any]:
     """The pixel-input model against the float model on ``pixels`` (uint8 N, H, W, C); raises when they differ.
 
-    Returns images, max |logit difference|, the largest difference scaled by the logits' size and top-1 agreement.
+    A floating-point model must give the float model's logits (up to rounding) and top-1 on every image. A
+    quantized model (``gate``: its accuracy gate's images, ``limits``: the profile's gate) may round its first
+    quantization step differently once the normalisation is fused into it, so it must instead pass the gate
+    itself where the float-input model did (``float_passed``). Returns images, max |logit difference|, the largest
+    difference scaled by the logits' size, top-1 agreement (and the gate's figures for a quantized model).
     """
     float_spec, pixel_spec = spec.as_float(), spec.as_pixels()
     with float_runner, pixel_runner:
         ref = np.concatenate([float_runner.infer(model_input(p, float_spec)) for p in pixels])
         got = np.concatenate([pixel_runner.infer(model_input(p, pixel_spec)) for p in pixels])
+        if gate is not None and limits is not None:
+            gate_pixels = pixels_of(gate.images, spec)
+            if not np.array_equal(normalize(gate_pixels, spec), gate.images):
+                raise PixelInputError("the accuracy gate's images are not normalised pixels; cannot re-gate the model")
+            gated = np.concatenate([pixel_runner.infer(gate_pixels[i : i + 1]) for i in range(len(gate_pixels))])
     diff = np.abs(ref - got).max(axis=1)
     scaled = diff / np.maximum(1.0, np.abs(ref).max(axis=1))
-    result = {
+    result: dict[str, Any] = {
         "images": len(pixels),
         "max_abs_diff": float(diff.max()),
         "max_scaled_diff": float(scaled.max()),
         "top1_agreement": float(np.mean(ref.argmax(1) == got.argmax(1))),
         "limit": MAX_SCALED_DIFF,
     }
+    hint = "set export.uint8_input: false to keep host-side normalisation, and report this model"
+    if gate is not None and limits is not None:
+        from edgetl.quantize.gate import gate_line, score_gate
+
+        scored = score_gate(gated, gate, limits)
+        result["gate"] = {**scored, "line": gate_line(scored), "source": gate.source}
+        result["rule"] = "a quantized model: passes its accuracy gate with uint8 input where it passed with float"
+        if not scored["passed"] and float_passed:
+            raise PixelInputError(
+                f"the uint8-input model fails the accuracy gate the float-input one passed ({gate_line(scored)})",
+                hint=hint,
+            )
+        return result
+    result["rule"] = f"max |logit diff| <= {MAX_SCALED_DIFF:.0e} x max(1, max |logit|) and the same top-1"
     if result["max_scaled_diff"] > MAX_SCALED_DIFF or result["top1_agreement"] < 1.0:
         raise PixelInputError(
             f"the uint8-input model differs from the float model: max |logit diff| {result['max_abs_diff']:.2e} "
             f"({result['max_scaled_diff']:.2e} of the logits' size, limit {MAX_SCALED_DIFF:.0e}), top-1 agreement "
             f"{result['top1_agreement']:.3f} on {len(pixels)} images",
-            hint="set export.uint8_input: false to keep host-side normalisation, and report this model",
+            hint=hint,
         )
     return result

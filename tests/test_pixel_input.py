@@ -101,3 +101,76 @@ def test_the_build_gives_cpu_artifacts_pixel_input_and_tensorrt_float(tiny_run, 
     _, trt, _ = trt_run
     jetson = json.loads((trt.root / "bundle" / "jetson-orin-nano" / "preprocess.json").read_text())
     assert jetson["dtype"] == "float32" and jetson["layout"] == "NCHW"
+
+
+def _gate(path: Path, spec: PreprocessSpec):
+    from edgetl.quantize.gate import GateData
+
+    rng = np.random.default_rng(2)  # dark to bright images
+    pixels = np.stack([rng.integers(0, hi, size=(16, 16, spec.channels)) for hi in np.linspace(40, 256, 40)])
+    images = normalize(pixels.astype(np.uint8), spec)
+    with OnnxRuntimeRunner(path, threads=1) as ref:
+        logits = np.concatenate([ref.infer(images[i : i + 1]) for i in range(len(images))])
+    return GateData(
+        images=images,
+        labels=logits.argmax(1),
+        reference=logits,
+        groups=[str(i) for i in range(len(images))],
+        good_index=None,
+        max_false_reject=0.02,
+        source="test images",
+    )
+
+
+def test_a_quantized_rewrite_is_judged_by_its_accuracy_gate(tmp_path: Path):
+    from edgetl.quantize.settings import GateSpec
+
+    # A model whose class is the sign of the image's mean brightness: half the random images each way.
+    spec = _spec(1)
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 2))
+    with torch.no_grad():
+        model[2].weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        model[2].bias.zero_()
+    path = tmp_path / "model.onnx"
+    export_module(model, torch.zeros(1, 1, 16, 16), path, dynamic_batch=True)
+    gate, limits = _gate(path, spec), GateSpec()
+    assert 0 < gate.labels.mean() < 1
+    good = tmp_path / "good.onnx"
+    onnx_pixel_input(path, good, spec)
+    check = check_rewrite(
+        OnnxRuntimeRunner(path, threads=1),
+        OnnxRuntimeRunner(good, threads=1),
+        _pixels(spec),
+        spec,
+        gate=gate,
+        limits=limits,
+    )
+    assert check["gate"]["passed"] and check["gate"]["figures"]["agreement"]["value"] == 1.0
+    wrong = tmp_path / "wrong.onnx"
+    onnx_pixel_input(path, wrong, spec.model_copy(update={"mean": [m + 0.3 for m in spec.mean]}))
+    runners = lambda: (OnnxRuntimeRunner(path, threads=1), OnnxRuntimeRunner(wrong, threads=1))  # noqa: E731
+    with pytest.raises(PixelInputError, match="fails the accuracy gate"):
+        check_rewrite(*runners(), _pixels(spec), spec, gate=gate, limits=limits)
+    # Where the float-input model did not pass its gate either, the rewrite is recorded, not refused.
+    kept = check_rewrite(*runners(), _pixels(spec), spec, gate=gate, limits=limits, float_passed=False)
+    assert not kept["gate"]["passed"]
+
+
+def test_a_failed_rewrite_keeps_the_float_model_and_says_why(tmp_path: Path):
+    from edgetl.pixel_input import take_pixels
+    from edgetl.quantize.settings import GateSpec
+    from edgetl.targets.base import Artifact
+
+    class Refusing:
+        def to_pixel_input(self, *args, **kwargs):
+            raise PixelInputError("differs")
+
+    spec = _spec(1)
+    artifact = Artifact(profile="cpu", backend="onnxruntime", precision="fp32", model_file="model.onnx")
+    artifact.preprocess = spec.model_dump(mode="json")
+    take_pixels(Refusing(), artifact, tmp_path, spec, _pixels(spec), gate=None, limits=GateSpec())
+    assert artifact.preprocess["dtype"] == "float32"
+    assert (
+        artifact.details["pixel_input"]["kept"] == "float32 NCHW input"
+        and "differs" in artifact.details["pixel_input"]["why"]
+    )

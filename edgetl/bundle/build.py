@@ -8,7 +8,6 @@ on the test split, with thresholds tuned on those checks' validation logits (the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +111,7 @@ def _write(
     reference: dict[str, Any] | None,
     details: dict[str, dict[str, Any]],
     acceptance: dict[str, Any] | None = None,
+    specs: dict[str, PreprocessSpec] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     from edgetl.bundle.card import figure_lines, model_card
@@ -144,6 +144,7 @@ def _write(
         name=config.name,
         classes=classes,
         spec=spec,
+        specs=specs,
         models=models,
         golden_pixels=x_val[golden],
         golden_names=[names_val[i] for i in golden],
@@ -188,13 +189,13 @@ def _runtime_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) ->
     thresholds: dict[str, Any] = {}
     validated: dict[str, Any] = {}
     details: dict[str, dict[str, Any]] = {}
-    inputs: set[str] = set()
+    specs: dict[str, PreprocessSpec] = {}
     for precision in profile.precisions:
         folder = run.target(profile.name, precision)
         if not (folder / "artifact.json").is_file():
             raise MissingInputError(f"{folder} is missing; run 'edgetl compile {run.root} --target {profile.name}'.")
         artifact = Artifact.read(folder)
-        inputs.add(json.dumps(artifact.preprocess, sort_keys=True))
+        specs[precision] = PreprocessSpec.model_validate(artifact.preprocess)  # uint8 pixels or float, per model
         entry = measured.get((profile.name, precision))
         threshold_file = folder / THRESHOLD_FILE
         if threshold_file.is_file():
@@ -209,17 +210,11 @@ def _runtime_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) ->
         models[precision] = model_files(profile.backend, precision, folder, artifact.model_file)
         details[precision] = artifact.details
         validated[precision] = _bench_figures(entry, report_file)
-    if len(inputs) != 1:
-        raise MissingInputError(
-            f"the {profile.name} artifacts take different inputs (some uint8 pixels, some float): they were compiled "
-            "with different export.uint8_input settings.",
-            hint=f"run 'edgetl compile {run.root} --target {profile.name} --force', then 'edgetl bench' and 'edgetl "
-            "bundle' again.",
-        )
-    spec = PreprocessSpec.model_validate(json.loads(inputs.pop()))
+    kinds = {s.model_dump_json() for s in specs.values()}
+    spec = next(iter(specs.values())) if len(kinds) == 1 else PreprocessSpec.model_validate(meta["preprocess"])
     x_val, _, names_val = split_pixels(dataset, spec, "val")
     val_logits: dict[str, np.ndarray] = {
-        p: _logits(_artifact_runner(profile, m.files[m.main], p), x_val, spec) for p, m in models.items()
+        p: _logits(_artifact_runner(profile, m.files[m.main], p), x_val, specs[p]) for p, m in models.items()
     }
     cpu = report.get("host", {}).get("cpu", "the build host")
     return _write(
@@ -239,6 +234,7 @@ def _runtime_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) ->
         acceptance=card_verdict(report, profile.name),
         details=details,
         spec=spec,
+        specs=specs,
         val_pixels=(x_val, names_val),
     )
 

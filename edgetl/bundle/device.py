@@ -83,9 +83,9 @@ def bench_bundle(folder: Path, *, warmup: int = 20, iterations: int = 200) -> di
     from edgetl.bench.latency import cold_start, measure_latency
 
     bundle = Bundle.open(folder)
-    inputs = bundle.parity_inputs()
     rows = []
     for precision, (runtime, device) in runtime_plan(bundle).items():
+        inputs = bundle.parity_inputs(precision)
         runner, cold = cold_start(partial(bundle.runner, precision, device=device), inputs[:1])
         with runner:
             latency = measure_latency(runner.infer, inputs[:1], warmup=warmup, iterations=iterations)

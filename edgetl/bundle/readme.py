@@ -128,11 +128,19 @@ def bundle_readme(manifest: dict[str, Any], *, thresholds: dict[str, Any], figur
 
 
 def _input_line(manifest: dict[str, Any]) -> str:
+    pixels = [
+        p
+        for p, m in manifest["models"].items()
+        if (m.get("preprocess") or manifest["preprocess"]).get("dtype") == "uint8"
+    ]
     spec = manifest["preprocess"]
     size, channels = spec["input_size"], spec["channels"]
-    if spec.get("dtype") == "uint8":
-        return (
-            f"the models take the resized uint8 pixels, (N, {size}, {size}, {channels}), and normalise them "
-            "themselves: feed the camera's pixels"
-        )
-    return f"the models take the normalised float32 tensor, (N, {channels}, {size}, {size})"
+    floats = f"the normalised float32 tensor, (N, {channels}, {size}, {size})"
+    if not pixels:
+        return f"the models take {floats}"
+    shown = "the models take" if len(pixels) == len(manifest["models"]) else f"the {', '.join(pixels)} models take"
+    rest = "" if len(pixels) == len(manifest["models"]) else f"; the others {floats}"
+    return (
+        f"{shown} the resized uint8 pixels, (N, {size}, {size}, {channels}), and normalise them themselves: feed "
+        f"the camera's pixels{rest}"
+    )

@@ -100,7 +100,7 @@ def _triton(
     *,
     profile: TargetProfile,
     name: str,
-    spec: PreprocessSpec,
+    specs: dict[str, PreprocessSpec],
     classes: list[str],
     models: dict[str, BundleModel],
     thresholds: dict[str, Any],
@@ -113,6 +113,7 @@ def _triton(
     names: dict[str, str] = {}
 
     def add(suffix: str, kind: Kind, precision: str, files: dict[str, Path] | None, *, gpu: bool) -> str:
+        spec = specs[precision]
         model = TritonModel(
             f"{name}_{suffix}",
             kind,
@@ -151,6 +152,7 @@ def write_bundle(
     spec: PreprocessSpec,
     models: dict[str, BundleModel],
     golden_pixels: np.ndarray,
+    specs: dict[str, PreprocessSpec] | None = None,
     golden_names: list[str],
     references: dict[str, np.ndarray],
     reference_of: dict[str, str],
@@ -169,8 +171,10 @@ def write_bundle(
     N, H, W, C: the golden images, resized);
     ``thresholds``: precision -> thresholds.json entry (the good class against the rest); ``fp32_onnx``: the
     exported model, which TensorRT bundles always carry (FP16 engines of weakly typed TensorRT, Triton, DeepStream);
-    ``readme``: manifest -> README text; ``drift``: (reference, embedder, reference info) for drift on the line.
+    ``readme``: manifest -> README text; ``drift``: (reference, embedder, reference info) for drift on the line;
+    ``specs``: precision -> its model's input where they differ from ``spec`` (uint8 pixels or float).
     """
+    specs = {p: (specs or {}).get(p, spec) for p in models}
     from edgetl.versions import library_versions
 
     with atomic_dir(out) as tmp:
@@ -208,7 +212,7 @@ def write_bundle(
                 tmp / "deepstream", spec, classes, sources, dla_core=profile.tensorrt.dla_core, thresholds=kept
             )
         triton, triton_names = _triton(
-            tmp, profile=profile, name=name, spec=spec, classes=classes, models=models, thresholds=kept
+            tmp, profile=profile, name=name, specs=specs, classes=classes, models=models, thresholds=kept
         )
 
         manifest: dict[str, Any] = {
@@ -228,6 +232,7 @@ def write_bundle(
                     "file": model.main,
                     "files": list(model.files),
                     **model.extra,
+                    "preprocess": specs[precision].model_dump(mode="json"),
                     "triton": triton_names[precision],
                 }
                 for precision, model in models.items()

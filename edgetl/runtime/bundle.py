@@ -205,6 +205,11 @@ class Bundle:
     def spec(self) -> PreprocessSpec:
         return PreprocessSpec.model_validate(self.manifest["preprocess"])
 
+    def spec_of(self, precision: str) -> PreprocessSpec:
+        """The input of one precision's model: uint8 pixels or the float tensor (the bundle's, where not given)."""
+        own = self.manifest["models"][precision].get("preprocess")
+        return self.spec if own is None else PreprocessSpec.model_validate(own)
+
     @property
     def precisions(self) -> list[str]:
         return list(self.manifest["models"])
@@ -268,11 +273,11 @@ class Bundle:
             embedder.close()
             raise
 
-    def parity_inputs(self) -> np.ndarray:
-        """The parity pack's golden images as this bundle's models take them (stored as uint8 pixels; float32
+    def parity_inputs(self, precision: str) -> np.ndarray:
+        """The parity pack's golden images as this precision's model takes them (stored as uint8 pixels; float32
         tensors in bundles of earlier versions)."""
         stored = np.load(self.file(self.manifest["parity"]["inputs"]), allow_pickle=False)
-        return model_input(stored, self.spec) if stored.dtype == np.uint8 else stored
+        return model_input(stored, self.spec_of(precision)) if stored.dtype == np.uint8 else stored
 
     def engine_dir(self, precision: str) -> Path:
         return self.folder / ENGINES / precision

@@ -91,7 +91,7 @@ class LineModel:
         self.rule = rule
         self.device = device
         self.classes = bundle.classes
-        self.spec = bundle.spec
+        self.spec = bundle.spec_of(precision)
         self.drift: DriftMonitor | None = None
 
     def __enter__(self) -> LineModel:

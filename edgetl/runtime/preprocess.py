@@ -244,6 +244,14 @@ def model_input(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return normalize(pixels, spec)
 
 
+def pixels_of(batch_nchw: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """The uint8 pixels (N, H, W, C) a normalised float32 NCHW batch was made of: :func:`normalize` inverted,
+    exactly for tensors that :func:`normalize` made (their values are 256 levels per channel, far apart)."""
+    x = batch_nchw.transpose(0, 2, 3, 1).astype(np.float64)
+    values = x * np.asarray(spec.std, np.float64) + np.asarray(spec.mean, np.float64)
+    return np.ascontiguousarray(np.clip(np.rint(values * 255.0), 0, 255), dtype=np.uint8)
+
+
 def float_input(batch: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """A model input under ``spec`` -> the normalised float32 NCHW tensor (for the FP32 drift embedder)."""
     return normalize(batch, spec) if batch.dtype == np.uint8 and batch.ndim == 4 else batch

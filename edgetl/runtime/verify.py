@@ -36,9 +36,9 @@ def verify_bundle(folder: Path | str, *, write: bool = True) -> dict[str, Any]:
     """
     bundle = Bundle.open(folder)
     parity = bundle.manifest["parity"]
-    inputs = bundle.parity_inputs()
     rows = []
     for precision, (runtime, device) in runtime_plan(bundle).items():
+        inputs = bundle.parity_inputs(precision)
         reference = np.load(bundle.file(parity["references"][precision]), allow_pickle=False)
         with bundle.runner(precision, device=device) as runner:
             logits = np.concatenate([runner.infer(inputs[i : i + 1]) for i in range(len(inputs))])

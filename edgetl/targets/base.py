@@ -157,8 +157,11 @@ class Target(abc.ABC):
     def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:
         """Open an artifact for inference."""
 
-    def to_pixel_input(self, artifact: Artifact, folder: Path, spec: Any, pixels: Any) -> dict[str, Any] | None:
+    def to_pixel_input(
+        self, artifact: Artifact, folder: Path, spec: Any, pixels: Any, *, gate: Any = None, limits: Any = None
+    ) -> dict[str, Any] | None:
         """Rewrite the freshly compiled artifact in ``folder`` to take uint8 NHWC pixels (normalisation in the
-        graph, :mod:`edgetl.pixel_input`), checked on ``pixels`` against the float model; returns the check, or
-        None where the backend keeps float input (the default)."""
+        graph, :mod:`edgetl.pixel_input`), checked on ``pixels`` against the float model (a quantized one, with
+        ``gate`` and ``limits``, by its accuracy gate); returns the check, or None where the backend keeps float
+        input (the default)."""
         return None

@@ -54,13 +54,25 @@ class OnnxRuntimeTarget(Target):
     def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:
         return OnnxRuntimeRunner(artifact.model_path, threads=threads)
 
-    def to_pixel_input(self, artifact: Artifact, folder: Path, spec: Any, pixels: Any) -> dict[str, Any] | None:
-        from edgetl.pixel_input import check_rewrite, onnx_pixel_input
+    def to_pixel_input(
+        self, artifact: Artifact, folder: Path, spec: Any, pixels: Any, *, gate: Any = None, limits: Any = None
+    ) -> dict[str, Any] | None:
+        from edgetl.pixel_input import check_rewrite, gate_passed, onnx_pixel_input
 
         model, staged = folder / artifact.model_file, folder / "model.pixels.onnx"
-        onnx_pixel_input(model, staged, spec)
-        check = check_rewrite(
-            OnnxRuntimeRunner(model, threads=None), OnnxRuntimeRunner(staged, threads=None), pixels, spec
-        )
+        try:
+            onnx_pixel_input(model, staged, spec)
+            check = check_rewrite(
+                OnnxRuntimeRunner(model, threads=None),
+                OnnxRuntimeRunner(staged, threads=None),
+                pixels,
+                spec,
+                gate=gate,
+                limits=limits,
+                float_passed=gate_passed(artifact),
+            )
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
         staged.replace(model)  # a new file: the exported model this one may be linked to is unchanged
         return check

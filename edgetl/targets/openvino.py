@@ -67,17 +67,32 @@ class OpenVinoTarget(Target):
         precision = str(artifact.details.get("inference_precision", "f32"))
         return OpenVinoRunner(artifact.model_path, artifact.device, threads=threads, inference_precision=precision)
 
-    def to_pixel_input(self, artifact: Artifact, folder: Path, spec: Any, pixels: Any) -> dict[str, Any] | None:
-        from edgetl.pixel_input import check_rewrite, openvino_pixel_input
+    def to_pixel_input(
+        self, artifact: Artifact, folder: Path, spec: Any, pixels: Any, *, gate: Any = None, limits: Any = None
+    ) -> dict[str, Any] | None:
+        from edgetl.pixel_input import check_rewrite, gate_passed, openvino_pixel_input
 
         model, staged = folder / artifact.model_file, folder / "model.pixels.xml"
-        openvino_pixel_input(model, staged, spec)
         precision = str(artifact.details.get("inference_precision", "f32"))
 
         def runner(path: Path) -> Runner:
             return OpenVinoRunner(path, artifact.device, threads=None, inference_precision=precision)
 
-        check = check_rewrite(runner(model), runner(staged), pixels, spec)
+        try:
+            openvino_pixel_input(model, staged, spec)
+            check = check_rewrite(
+                runner(model),
+                runner(staged),
+                pixels,
+                spec,
+                gate=gate,
+                limits=limits,
+                float_passed=gate_passed(artifact),
+            )
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            staged.with_suffix(".bin").unlink(missing_ok=True)
+            raise
         staged.with_suffix(".bin").replace(model.with_suffix(".bin"))
         staged.replace(model)
         return check
