@@ -174,3 +174,18 @@ def test_a_failed_rewrite_keeps_the_float_model_and_says_why(tmp_path: Path):
         artifact.details["pixel_input"]["kept"] == "float32 NCHW input"
         and "differs" in artifact.details["pixel_input"]["why"]
     )
+
+
+def test_a_bundle_says_per_precision_which_input_its_model_takes(tmp_path: Path):
+    from edgetl.bundle.readme import _input_line
+    from edgetl.runtime.bundle import Bundle
+
+    spec = _spec(1)
+    manifest = {
+        "preprocess": spec.model_dump(mode="json"),
+        "models": {"fp32": {"preprocess": spec.as_pixels().model_dump(mode="json")}, "int8": {}},
+    }
+    bundle = Bundle(folder=tmp_path, manifest=manifest)
+    assert bundle.spec_of("fp32").takes_pixels and not bundle.spec_of("int8").takes_pixels
+    line = _input_line(manifest)
+    assert "the fp32 models take the resized uint8 pixels" in line and "others the normalised float32" in line
