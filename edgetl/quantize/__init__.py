@@ -8,6 +8,7 @@ live here too. Heavy libraries (onnxruntime, nncf, openvino) are imported inside
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,23 +65,36 @@ def quantize(
     tensorrt layout always uses symmetric int8 activations and per-channel weights at full range.
     """
 
-    def once(
-        path: Path,
-        *,
-        float_groups: Collection[str] = float_groups,
-        method: str | None = method,
-        per_channel: bool | None = per_channel,
-    ) -> dict[str, Any]:
-        return _quantize_once(
-            onnx_path, calib, path, layout, settings, float_groups=float_groups, method=method, per_channel=per_channel
-        )
+    with tempfile.TemporaryDirectory(prefix="edgetl-ranges-") as ranges:
 
-    if gate is None:
-        return QuantizedModel(out, layout, once(out))
-    from edgetl.quantize.ladder import climb
+        def once(
+            path: Path,
+            *,
+            float_groups: Collection[str] = float_groups,
+            method: str | None = method,
+            per_channel: bool | None = per_channel,
+        ) -> dict[str, Any]:
+            # Activation ranges depend on the calibration method only (the model calibrates in float whatever
+            # stays float later): the ladder's rungs of one method calibrate once.
+            cache = Path(ranges) / f"{method or settings.method}.json"
+            return _quantize_once(
+                onnx_path,
+                calib,
+                path,
+                layout,
+                settings,
+                float_groups=float_groups,
+                method=method,
+                per_channel=per_channel,
+                ranges_cache=cache,
+            )
 
-    details = climb(onnx_path, calib, out=out, layout=layout, settings=settings, data=gate, quantize_once=once)
-    return QuantizedModel(out, layout, details)
+        if gate is None:
+            return QuantizedModel(out, layout, once(out))
+        from edgetl.quantize.ladder import climb
+
+        details = climb(onnx_path, calib, out=out, layout=layout, settings=settings, data=gate, quantize_once=once)
+        return QuantizedModel(out, layout, details)
 
 
 def _quantize_once(
@@ -93,6 +107,7 @@ def _quantize_once(
     float_groups: Collection[str],
     method: str | None,
     per_channel: bool | None,
+    ranges_cache: Path | None = None,
 ) -> dict[str, Any]:
     groups = sorted(set(float_groups))
     if layout == "openvino":
@@ -119,4 +134,5 @@ def _quantize_once(
         moving_average=settings.moving_average,
         bias_correction=settings.bias_correction,
         tensorrt=tensorrt,
+        ranges_cache=ranges_cache,
     )
