@@ -9,6 +9,7 @@ rewrite is checked against the float model on real images before it replaces any
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,37 @@ def take_pixels(
     if check is not None:
         artifact.preprocess = spec.as_pixels().model_dump(mode="json")
         artifact.details["pixel_input"] = check
+
+
+def rewrite_checked(
+    model: Path,
+    staged: Path,
+    write: Callable[[Path, Path], None],
+    runner: Callable[[Path], Runner],
+    pixels: np.ndarray,
+    spec: PreprocessSpec,
+    *,
+    gate: GateData | None,
+    limits: GateSpec | None,
+    float_passed: bool,
+    companions: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """``write(model, staged)``, check the staged model against ``model`` (:func:`check_rewrite`), then replace
+    ``model`` (and its ``companions``, suffixes such as an IR's ``.bin``) by it; on any failure nothing is replaced
+    and the staged files are removed."""
+    try:
+        write(model, staged)
+        check = check_rewrite(
+            runner(model), runner(staged), pixels, spec, gate=gate, limits=limits, float_passed=float_passed
+        )
+    except BaseException:
+        for suffix in (staged.suffix, *companions):
+            staged.with_suffix(suffix).unlink(missing_ok=True)
+        raise
+    for suffix in companions:
+        staged.with_suffix(suffix).replace(model.with_suffix(suffix))
+    staged.replace(model)  # a new file: the exported model this one may be linked to is unchanged
+    return check
 
 
 def gate_passed(artifact: Any) -> bool:

@@ -189,3 +189,24 @@ def test_a_bundle_says_per_precision_which_input_its_model_takes(tmp_path: Path)
     assert bundle.spec_of("fp32").takes_pixels and not bundle.spec_of("int8").takes_pixels
     line = _input_line(manifest)
     assert "the fp32 models take the resized uint8 pixels" in line and "others the normalised float32" in line
+
+
+def test_a_refused_rewrite_replaces_nothing_and_leaves_no_file(float_onnx):
+    from edgetl.pixel_input import rewrite_checked
+
+    path, spec = float_onnx
+    before = path.read_bytes()
+    wrong = spec.model_copy(update={"mean": [m + 0.3 for m in spec.mean]})
+    with pytest.raises(PixelInputError):
+        rewrite_checked(
+            path,
+            path.with_name("model.pixels.onnx"),
+            lambda model, staged: onnx_pixel_input(model, staged, wrong),
+            lambda p: OnnxRuntimeRunner(p, threads=1),
+            _pixels(spec),
+            spec,
+            gate=None,
+            limits=None,
+            float_passed=True,
+        )
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]

@@ -57,22 +57,16 @@ class OnnxRuntimeTarget(Target):
     def to_pixel_input(
         self, artifact: Artifact, folder: Path, spec: Any, pixels: Any, *, gate: Any = None, limits: Any = None
     ) -> dict[str, Any] | None:
-        from edgetl.pixel_input import check_rewrite, gate_passed, onnx_pixel_input
+        from edgetl.pixel_input import gate_passed, onnx_pixel_input, rewrite_checked
 
-        model, staged = folder / artifact.model_file, folder / "model.pixels.onnx"
-        try:
-            onnx_pixel_input(model, staged, spec)
-            check = check_rewrite(
-                OnnxRuntimeRunner(model, threads=None),
-                OnnxRuntimeRunner(staged, threads=None),
-                pixels,
-                spec,
-                gate=gate,
-                limits=limits,
-                float_passed=gate_passed(artifact),
-            )
-        except BaseException:
-            staged.unlink(missing_ok=True)
-            raise
-        staged.replace(model)  # a new file: the exported model this one may be linked to is unchanged
-        return check
+        return rewrite_checked(
+            folder / artifact.model_file,
+            folder / "model.pixels.onnx",
+            lambda model, staged: onnx_pixel_input(model, staged, spec),
+            lambda path: OnnxRuntimeRunner(path, threads=None),
+            pixels,
+            spec,
+            gate=gate,
+            limits=limits,
+            float_passed=gate_passed(artifact),
+        )

@@ -70,29 +70,18 @@ class OpenVinoTarget(Target):
     def to_pixel_input(
         self, artifact: Artifact, folder: Path, spec: Any, pixels: Any, *, gate: Any = None, limits: Any = None
     ) -> dict[str, Any] | None:
-        from edgetl.pixel_input import check_rewrite, gate_passed, openvino_pixel_input
+        from edgetl.pixel_input import gate_passed, openvino_pixel_input, rewrite_checked
 
-        model, staged = folder / artifact.model_file, folder / "model.pixels.xml"
         precision = str(artifact.details.get("inference_precision", "f32"))
-
-        def runner(path: Path) -> Runner:
-            return OpenVinoRunner(path, artifact.device, threads=None, inference_precision=precision)
-
-        try:
-            openvino_pixel_input(model, staged, spec)
-            check = check_rewrite(
-                runner(model),
-                runner(staged),
-                pixels,
-                spec,
-                gate=gate,
-                limits=limits,
-                float_passed=gate_passed(artifact),
-            )
-        except BaseException:
-            staged.unlink(missing_ok=True)
-            staged.with_suffix(".bin").unlink(missing_ok=True)
-            raise
-        staged.with_suffix(".bin").replace(model.with_suffix(".bin"))
-        staged.replace(model)
-        return check
+        return rewrite_checked(
+            folder / artifact.model_file,
+            folder / "model.pixels.xml",
+            lambda model, staged: openvino_pixel_input(model, staged, spec),
+            lambda path: OpenVinoRunner(path, artifact.device, threads=None, inference_precision=precision),
+            pixels,
+            spec,
+            gate=gate,
+            limits=limits,
+            float_passed=gate_passed(artifact),
+            companions=(".bin",),
+        )
