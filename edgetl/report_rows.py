@@ -29,7 +29,8 @@ def ci(value: Any, interval: Any, spec: str = ".3f") -> str:
 
 def artifact_name(a: dict[str, Any]) -> str:
     """'cpu int8', or 'cpu int8 (fp16 model)' when the INT8 ladder fell through to a floating-point rung."""
-    kind = ((a.get("details") or {}).get("ladder") or {}).get("kind")
+    ladder = (a.get("details") or {}).get("ladder")  # a dict; a list of rungs in some reports
+    kind = ladder.get("kind") if isinstance(ladder, dict) else None
     fell = a["precision"] == "int8" and kind in ("fp16", "fp32")
     return f"{a['target']} {a['precision']}" + (f" ({kind} model)" if fell else "")
 
