@@ -256,11 +256,23 @@ class RunnerConformance:
         assert logits.dtype == np.float32 and logits.shape == reference.shape
         np.testing.assert_allclose(logits, reference, atol=parity["tolerance"][self.precision])
 
+    def test_a_batch_gives_each_image_its_batch_1_logits(self, bundle: Bundle):
+        # A backend may pick other kernels per batch size; the line's batch-1 answer must not depend on it.
+        parity = bundle.manifest["parity"]
+        inputs = np.load(bundle.folder / parity["inputs"], allow_pickle=False)[:4]
+        with bundle.runner(self.precision, device=self.device) as runner:
+            single = np.concatenate([runner.infer(inputs[i : i + 1]) for i in range(len(inputs))])
+            batched = runner.infer(inputs)
+        np.testing.assert_allclose(batched, single, atol=parity["tolerance"][self.precision])
+        assert np.array_equal(batched.argmax(1), single.argmax(1))
+
     def test_wrong_dtype_and_shape_are_refused_with_what_it_takes(self, bundle: Bundle):
-        # CPU bundles take uint8 NHWC pixels by default (export.uint8_input); TensorRT bundles float NCHW.
-        pixels = bundle.spec.takes_pixels
+        # CPU bundles take uint8 NHWC pixels by default (export.uint8_input); TensorRT bundles float NCHW. The
+        # input is per precision: one whose pixel rewrite failed its check keeps float input.
+        spec = bundle.spec_of(self.precision)
+        pixels = spec.takes_pixels
         dtype, shape = (np.uint8, (32, 32, 1)) if pixels else (np.float32, (1, 32, 32))
-        assert bundle.spec.layout == ("NHWC" if pixels else "NCHW")
+        assert spec.layout == ("NHWC" if pixels else "NCHW")
         with bundle.runner(self.precision, device=self.device) as runner:
             assert runner.input_shape == (None, *shape)  # a dynamic batch axis: the default export
             good = np.zeros((1, *shape), dtype)
@@ -288,3 +300,8 @@ class TestOnnxRuntimeInt8Runner(RunnerConformance):
 class TestOpenVinoRunner(RunnerConformance):
     profile = "intel-cpu"
     precision = "fp16"
+
+
+class TestOpenVinoInt8Runner(RunnerConformance):
+    profile = "intel-cpu"
+    precision = "int8"

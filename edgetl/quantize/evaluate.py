@@ -25,21 +25,14 @@ def _session(path: Path, threads: int | None) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _openvino(path: Path, precision: str, threads: int | None) -> Any:
-    import openvino as ov
-
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    return ov.Core().compile_model(str(path), "CPU", config)
-
-
 def _runner(path: Path, precision: str, threads: int | None) -> Any:
     if path.suffix == ".xml":
-        compiled = _openvino(path, precision, threads)
-        if compiled.input(0).get_partial_shape()[0].is_static:
-            return lambda x: np.concatenate([np.asarray(compiled(x[i : i + 1])[0]) for i in range(len(x))])
-        return lambda x: np.asarray(compiled(x)[0])
+        # The runtime's own runner, image by image: the gate scores the model as the line runs it (OpenVINO
+        # compiles one static shape per batch size, and kernels may differ between them).
+        from edgetl.runtime.openvino import OpenVinoRunner
+
+        runner = OpenVinoRunner(path, "CPU", threads=threads, inference_precision=precision)
+        return lambda x: np.concatenate([runner.infer(x[i : i + 1]) for i in range(len(x))])
     session = _session(path, threads)
     name = session.get_inputs()[0].name
     batch = session.get_inputs()[0].shape[0]

@@ -60,22 +60,48 @@ class OpenVinoRunner(Runner):
         elif not xml.is_file() or not xml.with_suffix(".bin").is_file():
             raise MissingInputError(f"{xml} or its weights {xml.with_suffix('.bin').name} are missing.")
         self._source = (str(xml), device, config)
+        self._core = ov.Core()
+        self._static: dict[int, Any] = {}
         try:
-            self.compiled = ov.Core().compile_model(str(xml), device, config)
+            self._model = self._core.read_model(str(xml))
+            shape = self._model.input(0).get_partial_shape()
+            self.input_shape = tuple(d.get_length() if d.is_static else None for d in shape)
+            self.input_dtype = np.dtype(self._model.input(0).get_element_type().to_dtype())
+            self.compiled = self._compile(self.input_shape[0] or 1)
         except RuntimeError as exc:
             raise InvalidFileError(f"OpenVINO cannot compile {xml} for {device}: {exc}") from exc
-        self.request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()
         self._local = threading.local()
-        self._local.request = self.request
-        shape = self.compiled.input(0).get_partial_shape()
-        self.input_shape = tuple(d.get_length() if d.is_static else None for d in shape)
-        self.input_dtype = np.dtype(self.compiled.input(0).get_element_type().to_dtype())
         self.runtime = f"openvino-{device}"
 
+    def _compile(self, size: int, config: dict[str, Any] | None = None) -> Any:
+        """The model compiled for batches of ``size``. A dynamic batch axis is made static first: OpenVINO's CPU
+        plugin has given a dynamic-batch INT8 model other logits at batch 1 than at batch 2 (AVX-512 VNNI host,
+        OpenVINO 2026.4), and a static shape is the one its kernels are chosen and checked for."""
+        model = self._model
+        if self.input_shape and self.input_shape[0] is None:
+            import openvino as ov
+
+            model = self._model.clone()
+            model.reshape({0: ov.PartialShape([size, *self.input_shape[1:]])})
+        return self._core.compile_model(model, self._source[1], config or self._source[2])
+
+    def _compiled_for(self, size: int) -> Any:
+        if size == 1 or not self.input_shape or self.input_shape[0] is not None:
+            return self.compiled
+        with self._lock:
+            if size not in self._static:
+                self._static[size] = self._compile(size)
+            return self._static[size]
+
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        request = getattr(self._local, "request", None)
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = self._local.requests = {}
+        size = len(batch)
+        request = requests.get(size)
         if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
+            request = requests[size] = self._compiled_for(size).create_infer_request()
         request.infer({0: batch})
         return np.array(request.get_output_tensor(0).data)
 
@@ -86,20 +112,20 @@ class OpenVinoRunner(Runner):
         streams, and as many infer requests in flight as it asks for (an AsyncInferQueue)."""
         import openvino as ov
 
-        xml, device, latency_config = self._source
+        _, device, latency_config = self._source
         config = {**latency_config, "PERFORMANCE_HINT": "THROUGHPUT"}
-        compiled = ov.Core().compile_model(xml, device, config)
-        requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        streams = str(compiled.get_property("NUM_STREAMS")) if device == "CPU" else "-"
-        queue = ov.AsyncInferQueue(compiled, requests)
         out: dict[str, dict[str, Any]] = {}
         for size in batch_sizes:
             batch = np.ascontiguousarray(np.repeat(sample[:1], size, axis=0))
             try:
+                compiled = self._compile(size, config)  # one static shape per batch size, as in _infer
                 compiled(batch)
             except RuntimeError as exc:
                 out[str(size)] = {"supported": False, "reason": f"{type(exc).__name__}: {str(exc)[:200]}"}
                 continue
+            requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            streams = str(compiled.get_property("NUM_STREAMS")) if device == "CPU" else "-"
+            queue = ov.AsyncInferQueue(compiled, requests)
             for _ in range(requests):
                 queue.start_async({0: batch})
             queue.wait_all()
