@@ -12,8 +12,10 @@ takes: the vendors' paths the normalised float tensor, edgetl's uint8-input arti
 (their normalisation runs inside the timed call).
 
 Rounds are interleaved (round 1 times every model, then round 2 ...), so a busy host slows all alike; each model's
-figure is the median of its rounds' batch-1 p50. Prints each model's p50, batch-8 images/s, and its ratio to the
-fastest vendor default, and the line "fastest edgetl artifact / best vendor default". A script, not a test.
+figure is the median of its rounds' batch-1 p50. Prints each model's p50, batch-8 images/s, its ratio to the
+fastest vendor default, and its top-1 agreement with ONNX Runtime FP32 at batch 1 on the calibration images (a
+fast path that answers wrongly is no baseline: label-free, so calibration images serve), then the line "fastest
+edgetl artifact / best vendor default". A script, not a test.
 """
 
 from __future__ import annotations
@@ -85,8 +87,8 @@ def vendor_defaults(run: Path, folder: Path, threads: int) -> dict[str, Infer]:
 
 
 def edgetl_artifacts(run: Path, threads: int, pixels: np.ndarray) -> dict[str, tuple[Infer, np.ndarray]]:
-    """Every compiled artifact of the run that runs here, through edgetl's runners, with its input made of
-    ``pixels`` (uint8 N, H, W, C): the pixels themselves for a uint8-input artifact, else the float tensor."""
+    """Every compiled artifact of the run that runs here, through edgetl's runners, with its inputs made of
+    ``pixels`` (uint8 N, H, W, C): the pixels themselves for a uint8-input artifact, else the float tensors."""
     from edgetl.runtime.preprocess import PreprocessSpec, model_input
     from edgetl.targets import Artifact, get_target
 
@@ -129,41 +131,58 @@ def images_per_s(infer: Infer, x: np.ndarray, seconds: float = 1.0) -> float | N
     return len(x) * calls / (time.perf_counter() - t0)
 
 
+def _logits(result: object) -> np.ndarray:
+    """The first output of an ORT ``run`` (a list), an OpenVINO request's result (a dict), or a runner's array."""
+    if isinstance(result, np.ndarray):
+        return result
+    return np.asarray(result[0])  # type: ignore[index]  # ORT's list and OpenVINO's OVDict index outputs alike
+
+
+def agreement(infer: Infer, inputs: np.ndarray, reference: np.ndarray) -> float:
+    """Top-1 agreement of ``infer`` at batch 1 with ``reference`` (N, classes) on ``inputs``."""
+    top1 = np.array([_logits(infer(np.ascontiguousarray(inputs[i : i + 1]))).argmax() for i in range(len(inputs))])
+    return float(np.mean(top1 == reference.argmax(1)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--agreement-images", type=int, default=64)
     args = parser.parse_args()
 
     from edgetl.quantize import load_calibration
 
-    x = np.ascontiguousarray(load_calibration(args.run / "calibration").tensors[:1])
-    pixels = np.load(args.run / "calibration" / "calib.npy", allow_pickle=False)[:1]
+    n = args.agreement_images
+    x = np.ascontiguousarray(load_calibration(args.run / "calibration").tensors[: max(1, n)])
+    pixels = np.load(args.run / "calibration" / "calib.npy", allow_pickle=False)[: max(1, n)]
     with tempfile.TemporaryDirectory(prefix="edgetl-vendor-") as tmp:
         # The vendors' default paths take the float tensor; edgetl's artifacts what they were built for.
-        models: dict[str, tuple[Infer, np.ndarray]] = {
-            name: (infer, x) for name, infer in vendor_defaults(args.run, Path(tmp), args.threads).items()
-        }
+        vendors = vendor_defaults(args.run, Path(tmp), args.threads)
+        models: dict[str, tuple[Infer, np.ndarray]] = {name: (infer, x) for name, infer in vendors.items()}
         models.update(edgetl_artifacts(args.run, args.threads, pixels))
+        fp32 = vendors["vendor: ONNX Runtime FP32"]
+        reference = np.concatenate([_logits(fp32(x[i : i + 1])) for i in range(len(x))])
+        agree = {name: agreement(infer, inputs, reference) for name, (infer, inputs) in models.items()}
         rounds: dict[str, list[float]] = {name: [] for name in models}
         for r in range(args.rounds):
-            for name, (infer, first) in models.items():
-                rounds[name].append(p50_ms(infer, first, args.iterations))
+            for name, (infer, inputs) in models.items():
+                rounds[name].append(p50_ms(infer, np.ascontiguousarray(inputs[:1]), args.iterations))
             print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{v[-1]:.2f}" for v in rounds.values()), flush=True)
         p50 = {name: statistics.median(values) for name, values in rounds.items()}
         rate = {
-            name: images_per_s(infer, np.ascontiguousarray(np.repeat(first, 8, axis=0)))
-            for name, (infer, first) in models.items()
+            name: images_per_s(infer, np.ascontiguousarray(np.repeat(inputs[:1], 8, axis=0)))
+            for name, (infer, inputs) in models.items()
         }
     vendor = min((v, n) for n, v in p50.items() if n.startswith("vendor:"))
     ours = min((v, n) for n, v in p50.items() if n.startswith("edgetl:"))
     width = max(map(len, p50))
-    print(f"\n{'model':<{width}}  p50 ms  x best vendor  batch-8 img/s")
+    print(f"\n{'model':<{width}}  p50 ms  x best vendor  batch-8 img/s  agreement ({len(x)} images, batch 1)")
     for name, value in sorted(p50.items(), key=lambda kv: kv[1]):
-        b8 = rate[name]
-        print(f"{name:<{width}}  {value:6.2f}  {value / vendor[0]:12.2f}  {'refused' if b8 is None else f'{b8:.0f}'}")
+        b8 = "refused" if rate[name] is None else f"{rate[name]:.0f}"
+        print(f"{name:<{width}}  {value:6.2f}  {value / vendor[0]:12.2f}  {b8:>13}  {agree[name]:.3f}")
     print(f"\nfastest edgetl artifact / best vendor default: {ours[0] / vendor[0]:.2f} ({ours[1]} vs {vendor[1]})")
 
 
