@@ -144,6 +144,21 @@ def test_nothing_fits_the_latency_cap_or_the_groups_then_the_ladder_lands_on_fp3
     assert result.path.read_bytes() == path.read_bytes()
 
 
+@pytest.mark.parametrize("cap", [1e-6, 1000.0], ids=["over-the-cap", "under-the-cap"])
+def test_the_latency_cap_times_each_mixed_rung_against_fp32_in_the_same_minute(planted, tmp_path, cap):
+    path, calib, data = planted
+    settings = _settings(recipes=[], max_latency_ratio=cap)
+    result = quantize(path, calib, out=tmp_path / "q.onnx", layout="onnxruntime", settings=settings, gate=data)
+    ladder = result.details["ladder"]
+    mixed = [r for r in ladder["rungs"] if r["kind"] == "mixed"]
+    assert mixed and all(r["cost"]["timed"] == "paired with FP32" and r["cost"]["fp32_p50_ms"] > 0 for r in mixed)
+    if cap < 1:
+        assert len(mixed) == 1 and "over the latency cap" in mixed[0]["note"] and not mixed[0]["passed"]
+        assert ladder["kind"] == "fp32"
+    else:
+        assert ladder["kind"] == "mixed" and result.details["float_groups"] == ["blocks.0"]
+
+
 def test_the_gate_reports_each_figure_with_an_interval_around_it(planted):
     _, _, data = planted
     noisy = data.reference + np.random.default_rng(0).normal(0, 0.5, data.reference.shape).astype(np.float32)

@@ -47,20 +47,44 @@ def logits_of(path: Path, images: np.ndarray, *, precision: str = "f32", threads
     return np.concatenate([run(images[i : i + _BATCH]) for i in range(0, len(images), _BATCH)]).astype(np.float32)
 
 
+def _times_ms(run: Any, x: np.ndarray, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run(x)
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def _one_image(image: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image[None] if image.ndim == 3 else image[:1])
+
+
 def p50_ms(
     path: Path, image: np.ndarray, *, precision: str = "f32", threads: int | None = None, runs: int = 40
 ) -> float:
     """Median batch-1 latency of ``path`` in ms, after a few warm-up runs (a cost figure, not a benchmark)."""
     run = _runner(path, precision, threads)
-    x = np.ascontiguousarray(image[None] if image.ndim == 3 else image[:1])
-    for _ in range(5):
-        run(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        run(x)
-        times.append(time.perf_counter() - t0)
-    return round(float(np.median(times)) * 1000, 3)
+    x = _one_image(image)
+    _times_ms(run, x, 5)
+    return round(float(np.median(_times_ms(run, x, runs))), 3)
+
+
+def paired_p50_ms(
+    path: Path, reference: Path, image: np.ndarray, *, threads: int | None = None, blocks: int = 6, runs: int = 15
+) -> tuple[float, float]:
+    """Median batch-1 latency in ms of ``path`` and of ``reference``, timed in alternating blocks: a host that
+    gets busier or quieter meanwhile slows both alike, so the two compare (the ladder's latency cap). Each
+    figure is the median of its blocks' medians."""
+    runs_of = [_runner(path, "f32", threads), _runner(reference, "f32", threads)]
+    x = _one_image(image)
+    medians: list[list[float]] = [[], []]
+    for run in runs_of:
+        _times_ms(run, x, 5)
+    for _ in range(blocks):
+        for which, run in enumerate(runs_of):
+            medians[which].append(float(np.median(_times_ms(run, x, runs))))
+    return round(float(np.median(medians[0])), 3), round(float(np.median(medians[1])), 3)
 
 
 def size_bytes(path: Path) -> int:

@@ -66,8 +66,8 @@ class LadderSpec(StrictModel):
     max_latency_ratio: float | None = Field(
         1.0,
         gt=0,
-        description="A mixed-precision rung must run faster than FP32 times this (batch-1 p50, measured at compile "
-        "time); None: no latency cap.",
+        description="A mixed-precision rung must run faster than FP32 times this (batch-1 p50 at compile time, "
+        "timed against FP32 in alternating blocks); None: no latency cap.",
     )
     sensitivity_images: int = Field(64, ge=1, description="Gate images the per-group sensitivity is measured on.")
 
