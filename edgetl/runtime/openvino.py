@@ -108,13 +108,13 @@ class OpenVinoRunner(Runner):
             return self._static[size]
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        requests = getattr(self._local, "requests", None)
-        if requests is None:
-            requests = self._local.requests = {}
+        by_size = getattr(self._local, "by_size", None)
+        if by_size is None:
+            by_size = self._local.by_size = {}  # this thread's infer request per batch size
         size = len(batch)
-        request = requests.get(size)
+        request = by_size.get(size)
         if request is None:
-            request = requests[size] = self._compiled_for(size).create_infer_request()
+            request = by_size[size] = self._compiled_for(size).create_infer_request()
         request.infer({0: batch})
         return np.array(request.get_output_tensor(0).data)
 
