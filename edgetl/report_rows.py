@@ -315,6 +315,7 @@ RUNG_HEADER = [
     "defect recall drop",
     "p50 ms (FP32)",
     "size MB",
+    "build + gate s",
     "note",
 ]
 
@@ -334,6 +335,9 @@ def _rung_row(rung: dict[str, Any]) -> list[str]:
         _figure(gate, "defect_recall_drop"),
         speed,
         "-" if cost.get("size_bytes") is None else f"{cost['size_bytes'] / 1e6:.2f}",
+        "-"
+        if cost.get("build_seconds") is None
+        else f"{cost['build_seconds']:.0f} + {cost.get('gate_seconds', 0):.0f}",
         str(rung.get("note") or ""),
     ]
 

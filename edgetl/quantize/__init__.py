@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from edgetl.quantize.calibration import CalibrationSet, build_calibration, load_calibration
+from edgetl.quantize.calibration import CalibrationSet, build_calibration, load_calibration, ranges_file
 from edgetl.quantize.gate import GateData
 from edgetl.quantize.settings import GateSpec, LadderSpec, QuantizationSpec
 
@@ -76,7 +76,7 @@ def quantize(
         ) -> dict[str, Any]:
             # Activation ranges depend on the calibration method only (the model calibrates in float whatever
             # stays float later): the ladder's rungs of one method calibrate once.
-            cache = Path(ranges) / f"{method or settings.method}.json"
+            cache = ranges_file(Path(ranges), method or settings.method)
             return _quantize_once(
                 onnx_path,
                 calib,
@@ -93,7 +93,16 @@ def quantize(
             return QuantizedModel(out, layout, once(out))
         from edgetl.quantize.ladder import climb
 
-        details = climb(onnx_path, calib, out=out, layout=layout, settings=settings, data=gate, quantize_once=once)
+        details = climb(
+            onnx_path,
+            calib,
+            out=out,
+            layout=layout,
+            settings=settings,
+            data=gate,
+            quantize_once=once,
+            ranges=Path(ranges),
+        )
         return QuantizedModel(out, layout, details)
 
 

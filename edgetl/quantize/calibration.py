@@ -39,6 +39,11 @@ class CalibrationSet:
         return [self.tensors[i : i + 1] for i in range(len(self.tensors))]
 
 
+def ranges_file(folder: Path, method: str) -> Path:
+    """The activation-range cache of one calibration method in ``folder`` (onnxruntime's calibration cache)."""
+    return folder / f"{method}.json"
+
+
 def select_calibration(dataset: Dataset, samples: int, seed: int) -> list[int]:
     """Indices (into dataset.samples) of a stratified sample of the training split."""
     train = [i for i, s in enumerate(dataset.samples) if s.split == "train"]

@@ -1,7 +1,10 @@
 """Run a candidate model file on the gate's images, and time it: what the ladder scores each rung with.
 
 ONNX files (QDQ or floating point) run in ONNX Runtime on the CPU, OpenVINO IRs in OpenVINO with the precision
-the artifact will run in. TensorRT's QDQ files are scored the same way, unfused, in ONNX Runtime.
+the artifact will run in. TensorRT's QDQ files run in ONNX Runtime with graph optimisations off (``unfused``): node
+by node, the arithmetic their Q/DQ nodes describe, as TensorRT's explicit quantization computes it. Fused, ONNX
+Runtime's x86 int8 kernels would add their own rounding, and on CPUs without VNNI the saturation of 16-bit
+pairs of products of full-range weights, which is no property of the model.
 """
 
 from __future__ import annotations
@@ -15,17 +18,19 @@ import numpy as np
 _BATCH = 16
 
 
-def _session(path: Path, threads: int | None) -> Any:
+def _session(path: Path, threads: int | None, *, unfused: bool = False) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if unfused:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _runner(path: Path, precision: str, threads: int | None) -> Any:
+def _runner(path: Path, precision: str, threads: int | None, *, unfused: bool = False) -> Any:
     if path.suffix == ".xml":
         # The runtime's own runner, image by image: the gate scores the model as the line runs it (OpenVINO
         # compiles one static shape per batch size, and kernels may differ between them).
@@ -33,7 +38,7 @@ def _runner(path: Path, precision: str, threads: int | None) -> Any:
 
         runner = OpenVinoRunner(path, "CPU", threads=threads, inference_precision=precision)
         return lambda x: np.concatenate([runner.infer(x[i : i + 1]) for i in range(len(x))])
-    session = _session(path, threads)
+    session = _session(path, threads, unfused=unfused)
     name = session.get_inputs()[0].name
     batch = session.get_inputs()[0].shape[0]
     if isinstance(batch, int):  # a static batch-1 model runs image by image
@@ -41,9 +46,12 @@ def _runner(path: Path, precision: str, threads: int | None) -> Any:
     return lambda x: np.asarray(session.run(None, {name: x})[0])
 
 
-def logits_of(path: Path, images: np.ndarray, *, precision: str = "f32", threads: int | None = None) -> np.ndarray:
-    """Logits of ``path`` (an ONNX file or an OpenVINO IR) on ``images`` (N, C, H, W)."""
-    run = _runner(path, precision, threads)
+def logits_of(
+    path: Path, images: np.ndarray, *, precision: str = "f32", threads: int | None = None, unfused: bool = False
+) -> np.ndarray:
+    """Logits of ``path`` (an ONNX file or an OpenVINO IR) on ``images`` (N, C, H, W); ``unfused``: an ONNX file
+    node by node (a TensorRT QDQ model)."""
+    run = _runner(path, precision, threads, unfused=unfused)
     return np.concatenate([run(images[i : i + _BATCH]) for i in range(0, len(images), _BATCH)]).astype(np.float32)
 
 

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from edgetl.quantize.calibration import CalibrationSet
+from edgetl.quantize.calibration import CalibrationSet, ranges_file
 from edgetl.quantize.evaluate import logits_of, p50_ms, paired_p50_ms, size_bytes
 from edgetl.quantize.gate import GateData, gate_line, score_gate
 from edgetl.quantize.settings import QuantizationSpec
@@ -53,13 +54,17 @@ def climb(
     settings: QuantizationSpec,
     data: GateData,
     quantize_once: Callable[..., dict[str, Any]],
+    ranges: Path | None = None,
 ) -> dict[str, Any]:
     """Write the landed rung's model to ``out``; return its details with ``gate`` and ``ladder`` added.
 
-    ``quantize_once(out, float_groups=..., method=..., per_channel=...)`` makes one INT8 candidate.
+    ``quantize_once(out, float_groups=..., method=..., per_channel=...)`` makes one INT8 candidate. ``ranges``:
+    the folder of ``quantize_once``'s activation-range caches, which the sensitivity ranking reads too (histogram
+    calibration of 300 images is the ladder's costliest step, and one method's ranges do not change).
     """
     from edgetl.quantize.sensitivity import rank_groups
 
+    climbed_at = time.perf_counter()
     ladder = settings.ladder
     suffix = out.suffix
     timed = layout != "tensorrt"
@@ -80,9 +85,16 @@ def climb(
             """Build, gate and cost one rung; ``paired`` times it against FP32 in alternating blocks, now (the
             latency cap's yardstick: a figure from a calmer minute is none)."""
             path = folder / f"rung{len(rungs)}{suffix}"
+            started = time.perf_counter()
             details = build(path)
-            gate = score_gate(logits_of(path, data.images), data, settings.gate)
-            cost: dict[str, Any] = {"size_bytes": size_bytes(path)}
+            built = time.perf_counter() - started
+            logits = logits_of(path, data.images, unfused=layout == "tensorrt")
+            gate = score_gate(logits, data, settings.gate)
+            cost: dict[str, Any] = {
+                "size_bytes": size_bytes(path),
+                "build_seconds": round(built, 1),
+                "gate_seconds": round(time.perf_counter() - started - built, 1),
+            }
             if timed and paired:
                 cost["p50_ms"], cost["fp32_p50_ms"] = paired_p50_ms(path, fp32_file, data.images[0])
                 cost["timed"] = "paired with FP32"
@@ -110,6 +122,7 @@ def climb(
         if landed is None and not ladder.enabled:
             landed, why = first, "the profile's INT8 recipe failed its gate and the ladder is off"
         sensitivity: list[dict[str, Any]] = []
+        sensitivity_seconds: float | None = None
         if landed is None and layout != "openvino":
             for recipe in ladder.recipes:
                 if (recipe.method, recipe.per_channel) == (method, per_channel):
@@ -127,6 +140,7 @@ def climb(
                     landed, why = record, f"the profile's recipe failed its gate; {record['name']} passed"
                     break
         if landed is None and ladder.max_float_groups:
+            ranked_at = time.perf_counter()
             base = max(
                 (r for r in rungs if r["kind"] in ("int8", "calibration")),
                 key=lambda r: r["gate"]["figures"]["agreement"]["value"],
@@ -142,7 +156,9 @@ def climb(
                 method=base_method,
                 per_channel=base_channel,
                 tensorrt=layout == "tensorrt",
+                ranges_cache=None if ranges is None else ranges_file(ranges, base_method),
             )
+            sensitivity_seconds = round(time.perf_counter() - ranked_at, 1)
             cap = ladder.max_latency_ratio
             for k in range(1, min(ladder.max_float_groups, len(sensitivity)) + 1):
                 groups = [s["group"] for s in sensitivity[:k]]
@@ -193,6 +209,8 @@ def climb(
         "why": why,
         "rungs": rungs,
         "sensitivity": sensitivity,
+        "sensitivity_seconds": sensitivity_seconds,
+        "seconds": round(time.perf_counter() - climbed_at, 1),
         "enabled": ladder.enabled,
     }
     return details

@@ -15,6 +15,7 @@ from edgetl.onnx_safety import check_onnx_file
 from edgetl.quantize.bias_correction import correct_biases, spread
 from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.groups import node_group
+from edgetl.quiet import prints_muted
 
 __all__ = ["drop_unused_domains", "prepared_model", "quantize_qdq"]
 
@@ -106,29 +107,34 @@ def quantize_qdq(
             for n in onnx.load(str(prepared), load_external_data=False).graph.node
             if ((g := node_group(n.name)).startswith("blocks.") and int(g.split(".")[1]) < fp32_blocks) or g in floating
         ]
-        quantize_static(
-            str(prepared),
-            str(onnx_out),
-            _Reader(calib, "input"),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            reduce_range=reduce_range,
-            nodes_to_exclude=excluded,
-            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8 if weights == "int8" else QuantType.QUInt8,
-            calibrate_method=methods[method],
-            extra_options={
-                "ActivationSymmetric": symmetric_activations,
-                "WeightSymmetric": weights == "int8",
-                "CalibPercentile": percentile,
-                "CalibMovingAverage": moving_average,
-                "CalibMovingAverageConstant": 0.01,
-                "CalibTensorRangeSymmetric": symmetric_activations,
-                **({"CalibStridedMinMax": histogram_stride(len(calib))} if method != "minmax" else {}),
-                **({"AddQDQPairToWeight": True, "DedicatedQDQPair": True, "QuantizeBias": False} if tensorrt else {}),
-            },
-            calibration_cache_path=ranges_cache,
-        )
+        with prints_muted():
+            quantize_static(
+                str(prepared),
+                str(onnx_out),
+                _Reader(calib, "input"),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                nodes_to_exclude=excluded,
+                activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+                weight_type=QuantType.QInt8 if weights == "int8" else QuantType.QUInt8,
+                calibrate_method=methods[method],
+                extra_options={
+                    "ActivationSymmetric": symmetric_activations,
+                    "WeightSymmetric": weights == "int8",
+                    "CalibPercentile": percentile,
+                    "CalibMovingAverage": moving_average,
+                    "CalibMovingAverageConstant": 0.01,
+                    "CalibTensorRangeSymmetric": symmetric_activations,
+                    **({"CalibStridedMinMax": histogram_stride(len(calib))} if method != "minmax" else {}),
+                    **(
+                        {"AddQDQPairToWeight": True, "DedicatedQDQPair": True, "QuantizeBias": False}
+                        if tensorrt
+                        else {}
+                    ),
+                },
+                calibration_cache_path=ranges_cache,
+            )
         corrected = (
             correct_biases(prepared, onnx_out, spread(calib.tensors, bias_correction)) if bias_correction else None
         )

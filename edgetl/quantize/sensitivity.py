@@ -40,8 +40,13 @@ def rank_groups(
     method: str,
     per_channel: bool,
     tensorrt: bool,
+    ranges_cache: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Every group with its agreement and error when quantized alone, most sensitive first."""
+    """Every group with its agreement and error when quantized alone, most sensitive first.
+
+    ``ranges_cache``: the activation ranges of ``method`` (onnxruntime's calibration cache), read when it exists
+    and written otherwise; None calibrates here.
+    """
     from edgetl.quantize.qdq import prepared_model, quantize_qdq
 
     centred = reference.astype(np.float64) - reference.mean(axis=1, keepdims=True)
@@ -50,7 +55,7 @@ def rank_groups(
     with tempfile.TemporaryDirectory(prefix="edgetl-sensitivity-") as tmp:
         prepared = prepared_model(onnx_path, Path(tmp) / "prepared.onnx")
         groups = [g for g in model_groups(prepared) if g != "graph"]
-        cache = Path(tmp) / "ranges.json"
+        cache = ranges_cache or Path(tmp) / "ranges.json"
         for group in groups:
             out = Path(tmp) / "one-group.onnx"
             quantize_qdq(
@@ -69,7 +74,7 @@ def rank_groups(
                 ranges_cache=cache,
                 prepared=prepared,
             )
-            logits = logits_of(out, images)
+            logits = logits_of(out, images, unfused=tensorrt)
             moved = logits.astype(np.float64) - logits.mean(axis=1, keepdims=True) - centred
             error = float(np.mean(moved**2)) / signal
             agreement = float(np.mean(logits.argmax(1) == reference.argmax(1)))
