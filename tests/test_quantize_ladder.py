@@ -112,11 +112,86 @@ def test_plain_int8_fails_the_gate_and_the_ladder_keeps_the_measured_stem_in_flo
     assert "blocks.0" in ladder["why"]
     for rung in ladder["rungs"]:
         assert rung["cost"]["size_bytes"] > 0 and rung["cost"]["p50_ms"] > 0
+        assert rung["cost"]["build_seconds"] >= 0 and rung["cost"]["gate_seconds"] >= 0
+    assert ladder["seconds"] >= ladder["sensitivity_seconds"] >= 0
     # The artifact is the landed rung's model: it agrees with FP32 as its gate says.
     from edgetl.quantize.evaluate import logits_of
 
     agree = np.mean(logits_of(result.path, data.images).argmax(1) == data.reference.argmax(1))
     assert agree == pytest.approx(gate["figures"]["agreement"]["value"])
+
+
+def test_one_method_calibrates_once_for_its_rungs_and_the_sensitivity_ranking(planted, tmp_path, monkeypatch):
+    import importlib
+
+    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")  # the module, not the function
+
+    calls: list[object] = []
+    original = ort_quantize.create_calibrator
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs.get("calibrate_method"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ort_quantize, "create_calibrator", counting)
+    path, calib, data = planted
+    result = quantize(
+        path, calib, out=tmp_path / "q.onnx", layout="onnxruntime", settings=_settings(recipes=[]), gate=data
+    )
+    assert result.details["ladder"]["sensitivity"] and result.details["ladder"]["kind"] == "mixed"
+    assert len(calls) == 1, calls
+
+
+def test_bias_correction_is_a_measured_choice_that_reuses_the_ranges(planted, tmp_path, monkeypatch):
+    import importlib
+
+    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")  # the module, not the function
+
+    calls: list[object] = []
+    original = ort_quantize.create_calibrator
+    monkeypatch.setattr(ort_quantize, "create_calibrator", lambda *a, **k: calls.append(1) or original(*a, **k))
+    path, calib, data = planted
+    settings = _settings(recipes=[{"method": "minmax", "per_channel": False}])
+    settings = settings.model_copy(update={"bias_correction": 16})
+    result = quantize(path, calib, out=tmp_path / "q.onnx", layout="onnxruntime", settings=settings, gate=data)
+    rungs = result.details["ladder"]["rungs"]
+    assert [(r["kind"], r.get("per_channel"), r.get("bias_correction")) for r in rungs[:4]] == [
+        ("int8", None, True),
+        ("calibration", True, False),
+        ("calibration", False, False),
+        ("calibration", False, True),
+    ]
+    assert "no bias correction" in rungs[1]["name"] and "no bias correction" not in rungs[0]["name"]
+    assert len(calls) == 1, "one method, one calibration: the rungs without the correction reuse its ranges"
+    landed = result.details
+    assert (landed["bias_correction"] is None) == (
+        not landed["ladder"]["rungs"][landed["ladder"]["rung"] - 1].get("bias_correction", True)
+    )
+
+
+def test_tensorrt_candidates_are_gated_and_ranked_node_by_node_as_tensorrt_computes_them(
+    planted, tmp_path, monkeypatch
+):
+    from edgetl.quantize import evaluate, ladder, sensitivity
+
+    seen: list[tuple[str, bool]] = []
+
+    def spy(module: object):
+        def logits_of(path: Path, images: np.ndarray, **kwargs: object) -> np.ndarray:
+            seen.append((module.__name__, bool(kwargs.get("unfused"))))
+            return evaluate.logits_of(path, images, **kwargs)
+
+        return logits_of
+
+    monkeypatch.setattr(ladder, "logits_of", spy(ladder))
+    monkeypatch.setattr(sensitivity, "logits_of", spy(sensitivity))
+    path, calib, data = planted
+    quantize(path, calib, out=tmp_path / "q.onnx", layout="tensorrt", settings=_settings(recipes=[]), gate=data)
+    assert {m for m, _ in seen} == {ladder.__name__, sensitivity.__name__}
+    assert all(unfused for _, unfused in seen), seen
+    seen.clear()
+    quantize(path, calib, out=tmp_path / "o.onnx", layout="onnxruntime", settings=_settings(recipes=[]), gate=data)
+    assert seen and not any(unfused for _, unfused in seen), "the ONNX Runtime layout runs fused, as on the line"
 
 
 def test_every_calibration_rung_is_tried_and_recorded_before_mixed_precision(planted, tmp_path):

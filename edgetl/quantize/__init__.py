@@ -73,6 +73,7 @@ def quantize(
             float_groups: Collection[str] = float_groups,
             method: str | None = method,
             per_channel: bool | None = per_channel,
+            bias_correction: bool = True,
         ) -> dict[str, Any]:
             # Activation ranges depend on the calibration method only (the model calibrates in float whatever
             # stays float later): the ladder's rungs of one method calibrate once.
@@ -87,6 +88,7 @@ def quantize(
                 method=method,
                 per_channel=per_channel,
                 ranges_cache=cache,
+                bias_correction=bias_correction,
             )
 
         if gate is None:
@@ -117,6 +119,7 @@ def _quantize_once(
     method: str | None,
     per_channel: bool | None,
     ranges_cache: Path | None = None,
+    bias_correction: bool = True,
 ) -> dict[str, Any]:
     groups = sorted(set(float_groups))
     if layout == "openvino":
@@ -141,7 +144,7 @@ def _quantize_once(
         fp32_blocks=settings.fp32_blocks,
         float_groups=groups,
         moving_average=settings.moving_average,
-        bias_correction=settings.bias_correction,
+        bias_correction=settings.bias_correction if bias_correction else 0,
         tensorrt=tensorrt,
         ranges_cache=ranges_cache,
     )

@@ -4,7 +4,9 @@ Rungs, in order (each scored by :func:`edgetl.quantize.gate.score_gate`, with it
 
 1. the profile's recipe;
 2. other calibration recipes (``quantization.ladder.recipes``: method, per-channel on or off; ONNX Runtime and
-   TensorRT layouts; OpenVINO takes NNCF's ranges);
+   TensorRT layouts; OpenVINO takes NNCF's ranges). When the profile corrects biases, each recipe is also tried
+   without the correction, first (its ranges are cached, so that rung costs one quantization and one gate run;
+   the correction is thus a measured choice: on a model whose drift it does not remove it can lower agreement);
 3. mixed precision: the most sensitive groups (:mod:`edgetl.quantize.sensitivity`, measured on gate images) kept
    in floating point, one more at a time, up to ``max_float_groups`` and while the model stays faster than FP32
    (``max_latency_ratio``, each rung timed against FP32 in alternating blocks; TensorRT's speed is the device's,
@@ -107,8 +109,12 @@ def climb(
             candidates.append((record, path, details))
             return record
 
-        def recipe_name(method: str, per_channel: bool) -> str:
-            return f"int8 {method}, {'per-channel' if per_channel else 'per-tensor'} weights"
+        corrects = layout != "openvino" and settings.bias_correction > 0
+
+        def recipe_name(method: str, per_channel: bool, corrected: bool = True) -> str:
+            weights = "per-channel" if per_channel else "per-tensor"
+            tail = ", no bias correction" if corrects and not corrected else ""
+            return f"int8 {method}, {weights} weights{tail}"
 
         method = settings.method
         per_channel = True if layout == "tensorrt" else settings.per_channel
@@ -116,6 +122,7 @@ def climb(
             "int8",
             "int8 (the profile's recipe)" if layout == "openvino" else recipe_name(method, per_channel),
             lambda p: quantize_once(p),
+            **({"bias_correction": True} if corrects else {}),
         )
         landed: dict[str, Any] | None = first if first["passed"] else None
         why = "the profile's INT8 recipe passed its gate" if landed else ""
@@ -124,20 +131,27 @@ def climb(
         sensitivity: list[dict[str, Any]] = []
         sensitivity_seconds: float | None = None
         if landed is None and layout != "openvino":
+            tried: list[tuple[str, bool, bool]] = [(method, per_channel, True)]
+            options: list[tuple[str, bool, bool]] = [(method, per_channel, False)] if corrects else []
             for recipe in ladder.recipes:
-                if (recipe.method, recipe.per_channel) == (method, per_channel):
-                    continue
                 if layout == "tensorrt" and not recipe.per_channel:
                     continue  # TensorRT's explicit quantization wants per-channel weights
+                options += [(recipe.method, recipe.per_channel, c) for c in ((False, True) if corrects else (True,))]
+            for option in options:
+                if option in tried:
+                    continue
+                tried.append(option)
+                name = recipe_name(*option)
                 record = attempt(
                     "calibration",
-                    recipe_name(recipe.method, recipe.per_channel),
-                    partial(quantize_once, method=recipe.method, per_channel=recipe.per_channel),
-                    method=recipe.method,
-                    per_channel=recipe.per_channel,
+                    name,
+                    partial(quantize_once, method=option[0], per_channel=option[1], bias_correction=option[2]),
+                    method=option[0],
+                    per_channel=option[1],
+                    **({"bias_correction": option[2]} if corrects else {}),
                 )
                 if record["passed"]:
-                    landed, why = record, f"the profile's recipe failed its gate; {record['name']} passed"
+                    landed, why = record, f"the profile's recipe failed its gate; {name} passed"
                     break
         if landed is None and ladder.max_float_groups:
             ranked_at = time.perf_counter()
@@ -146,6 +160,7 @@ def climb(
                 key=lambda r: r["gate"]["figures"]["agreement"]["value"],
             )
             base_method, base_channel = base.get("method", method), base.get("per_channel", per_channel)
+            base_corrected = bool(base.get("bias_correction", True))
             count = min(ladder.sensitivity_images, len(data.images))
             sensitivity = rank_groups(
                 onnx_path,
@@ -165,7 +180,13 @@ def climb(
                 record = attempt(
                     "mixed",
                     f"{base['name'].split(' (')[0]}, {', '.join(groups)} in floating point",
-                    partial(quantize_once, float_groups=groups, method=base_method, per_channel=base_channel),
+                    partial(
+                        quantize_once,
+                        float_groups=groups,
+                        method=base_method,
+                        per_channel=base_channel,
+                        bias_correction=base_corrected,
+                    ),
                     paired=cap is not None,
                     float_groups=groups,
                 )

@@ -55,7 +55,8 @@ class LadderSpec(StrictModel):
     recipes: list[CalibrationRecipe] = Field(
         default_factory=_default_recipes,
         description="Calibration rungs after the profile's own recipe (ONNX Runtime and TensorRT layouts; "
-        "OpenVINO takes NNCF's ranges).",
+        "OpenVINO takes NNCF's ranges). When the profile corrects biases, each is tried without the correction "
+        "first, then with it.",
     )
     max_float_groups: int = Field(
         4,
