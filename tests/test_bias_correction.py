@@ -105,3 +105,45 @@ def test_spread_takes_images_from_the_whole_set():
     images = np.arange(10)[:, None]
     assert spread(images, 4)[:, 0].tolist() == [0, 3, 6, 9]
     assert len(spread(images, 50)) == 10
+
+
+def _whole_model_correction(fp32: Path, quantized: Path, images: np.ndarray) -> dict[str, np.ndarray]:
+    """The reference: each layer measured by running the whole model from the input, one layer after another."""
+    model = onnx.load(str(quantized))
+    fp32_model = onnx.load(str(fp32))
+    reference = {n.name: n.output[0] for n in fp32_model.graph.node}
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or node.name not in reference:
+            continue
+        if getattr(producer.get(node.input[1]), "op_type", "") != "DequantizeLinear":
+            continue
+        bias_dq = producer[node.input[2]]
+        bias_name, step = bias_dq.input[0], numpy_helper.to_array(inits[bias_dq.input[1]]).astype(np.float64)
+        (target,) = _channel_means(fp32_model, [reference[node.name]], images, "input")
+        (current,) = _channel_means(model, [node.output[0]], images, "input")
+        bias = numpy_helper.to_array(inits[bias_name])
+        updated = np.clip(bias + np.rint((target - current) / step), -(2**31), 2**31 - 1).astype(bias.dtype)
+        inits[bias_name].CopyFrom(numpy_helper.from_array(updated, bias_name))
+    return {name: numpy_helper.to_array(i) for name, i in inits.items()}
+
+
+def test_running_each_layer_from_its_kept_quantized_input_gives_the_whole_model_result(tiny, tmp_path):
+    """The correction runs each layer from its quantized input, kept from the step before: the int32 biases are
+    exactly those of measuring every layer through the whole model."""
+    fp32, calib = tiny
+    plain, pieces = tmp_path / "plain.onnx", tmp_path / "pieces.onnx"
+    quantize_qdq(fp32, plain, calib, reduce_range=True)
+    quantize_qdq(fp32, pieces, calib, reduce_range=True, bias_correction=32)
+    want = _whole_model_correction(fp32, plain, spread(calib.tensors, 32))
+    got = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(pieces)).graph.initializer}
+    assert want.keys() == got.keys()
+    moved = [k for k in want if not np.array_equal(want[k], numpy_helper.to_array(_init(plain, k)))]
+    assert moved, "the reference must move some biases, or this test compares nothing"
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def _init(path: Path, name: str) -> onnx.TensorProto:
+    return next(i for i in onnx.load(str(path)).graph.initializer if i.name == name)

@@ -136,7 +136,9 @@ def quantize_qdq(
                 calibration_cache_path=ranges_cache,
             )
         corrected = (
-            correct_biases(prepared, onnx_out, spread(calib.tensors, bias_correction)) if bias_correction else None
+            correct_biases(prepared, onnx_out, spread(calib.tensors, bias_correction), unfused=tensorrt)
+            if bias_correction
+            else None
         )
     if tensorrt:
         drop_unused_domains(onnx_out)
