@@ -189,6 +189,7 @@ def climb(
                     ),
                     paired=cap is not None,
                     float_groups=groups,
+                    **({"bias_correction": base_corrected} if corrects else {}),
                 )
                 ms, ref_ms = record["cost"].get("p50_ms"), record["cost"].get("fp32_p50_ms")
                 if cap is not None and ms is not None and ref_ms and ms >= cap * ref_ms:
