@@ -147,3 +147,28 @@ def test_running_each_layer_from_its_kept_quantized_input_gives_the_whole_model_
 
 def _init(path: Path, name: str) -> onnx.TensorProto:
     return next(i for i in onnx.load(str(path)).graph.initializer if i.name == name)
+
+
+def test_candidates_of_one_model_share_the_fp32_reference_and_get_the_same_biases(tiny, tmp_path, monkeypatch):
+    """The ladder corrects several candidates of one model on one set of images: the FP32 means are measured once,
+    and a second correction of the same candidate moves its biases exactly as the first did."""
+    import edgetl.quantize.bias_correction as bc
+
+    fp32, calib = tiny
+    bc._reference.clear()
+    calls: list[int] = []
+    real = bc._channel_means
+
+    def counted(model, outputs, images, input_name):  # type: ignore[no-untyped-def]
+        calls.append(len(outputs))
+        return real(model, outputs, images, input_name)
+
+    monkeypatch.setattr(bc, "_channel_means", counted)
+    first, second = tmp_path / "first.onnx", tmp_path / "second.onnx"
+    quantize_qdq(fp32, first, calib, reduce_range=True, bias_correction=32)
+    quantize_qdq(fp32, second, calib, reduce_range=True, bias_correction=32)
+    assert len(calls) == 1
+    for init in onnx.load(str(first)).graph.initializer:
+        np.testing.assert_array_equal(numpy_helper.to_array(_init(second, init.name)), numpy_helper.to_array(init))
+    quantize_qdq(fp32, tmp_path / "other.onnx", calib, reduce_range=True, bias_correction=16)
+    assert len(calls) == 2  # other images: measured again

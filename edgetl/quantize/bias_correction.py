@@ -47,11 +47,38 @@ def _channel_means(model: Any, outputs: list[str], images: np.ndarray, input_nam
     sums = [np.zeros(0)] * len(outputs)
     for start in range(0, len(images), _BATCH):
         for k, tensor in enumerate(session.run(outputs, {input_name: images[start : start + _BATCH]})):
-            axes = tuple(a for a in range(tensor.ndim) if a != 1)
-            # sum over the batch of each image's mean per channel
-            total = tensor.astype(np.float64).sum(axis=axes) * (tensor.shape[0] * tensor.shape[1] / tensor.size)
+            total = _image_mean_sum(tensor)
             sums[k] = total if sums[k].size == 0 else sums[k] + total
     return [s / len(images) for s in sums]
+
+
+def _image_mean_sum(tensor: np.ndarray) -> np.ndarray:
+    """Sum over the batch of each image's mean per channel (axis 1), accumulated in float64 without a copy."""
+    axes = tuple(a for a in range(tensor.ndim) if a != 1)
+    return tensor.sum(axis=axes, dtype=np.float64) * (tensor.shape[0] * tensor.shape[1] / tensor.size)
+
+
+# The FP32 model's per-channel means of the last call: the ladder corrects several candidates of one model on one
+# set of images, and the reference does not change between them.
+_reference: dict[tuple[Any, ...], dict[str, np.ndarray]] = {}
+
+
+def _reference_means(fp32: Path, fp32_model: Any, images: np.ndarray, input_name: str) -> dict[str, np.ndarray]:
+    """Per-channel means of every Conv and Gemm output of the FP32 model over the images (cached for one model:
+    keyed by the bytes of the model file and of the images)."""
+    import hashlib
+
+    key = (
+        hashlib.sha256(fp32.read_bytes()).hexdigest(),
+        hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
+        images.shape,
+        input_name,
+    )
+    if key not in _reference:
+        outputs = [n.output[0] for n in fp32_model.graph.node if n.op_type in _LAYERS]
+        _reference.clear()
+        _reference[key] = dict(zip(outputs, _channel_means(fp32_model, outputs, images, input_name), strict=True))
+    return _reference[key]
 
 
 class _Pieces:
@@ -134,8 +161,7 @@ class _Pieces:
         """Mean per channel (axis 1) of ``name`` over the images."""
         total = np.zeros(0)
         for (tensor,) in self._run([name]):
-            axes = tuple(a for a in range(tensor.ndim) if a != 1)
-            part = tensor.astype(np.float64).sum(axis=axes) * (tensor.shape[0] * tensor.shape[1] / tensor.size)
+            part = _image_mean_sum(tensor)
             total = part if total.size == 0 else total + part
         return total / len(self.kept[self.input_name])
 
@@ -160,7 +186,7 @@ def correct_biases(
     started = time.perf_counter()
     model = onnx.load(str(quantized))
     fp32_model = onnx.load(str(fp32))
-    reference = {n.name: n.output[0] for n in fp32_model.graph.node}
+    reference = {n.name: n.output[0] for n in fp32_model.graph.node if n.op_type in _LAYERS}
     initializers = {i.name: i for i in model.graph.initializer}
     producer = {out: n for n in model.graph.node for out in n.output}
 
@@ -183,7 +209,8 @@ def correct_biases(
     if not layers:
         return {"layers": 0, "images": len(images)}
 
-    targets = _channel_means(fp32_model, [reference[n.name] for n, _, _ in layers], images, input_name)
+    means = _reference_means(fp32, fp32_model, images, input_name)
+    targets = [means[reference[n.name]] for n, _, _ in layers]
     shifts = []
     pieces = _Pieces(model, images, input_name, unfused=unfused)
     for (node, bias_name, scale), target in zip(layers, targets, strict=True):
