@@ -7,7 +7,8 @@ layer's output per channel is compared with the FP32 model's, and the difference
 The graph, its scales and its Q/DQ layout stay as they are, so the runtime fuses the model exactly as before.
 Each layer runs from its own quantized input, kept from the step before (an integer tensor: what the runtime's
 fused kernels produce upstream, bit for bit), so the whole correction costs about two forward passes rather than
-one per layer.
+one per layer. The FP32 reference is measured once per model and image set, and every candidate of a ladder
+shares it.
 This is the empirical bias correction of Nagel et al., "Data-Free Quantization" (2019), which NNCF applies to its
 own quantized models; onnxruntime.quantization has none.
 """
