@@ -260,3 +260,25 @@ def test_no_backend_module_imports_another_and_training_quantizes_through_the_pa
         text = (root / module).read_text()
         assert "edgetl.targets.onnxruntime" not in text and "edgetl.targets.tensorrt" not in text, module
     assert "from edgetl.quantize import" in (root / "prefix.py").read_text()
+
+
+def test_the_gate_judges_defect_recall_of_a_model_with_several_defect_classes():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], [60, 30, 30])  # good, scratch, crack
+    reference = rng.normal(0, 0.3, (len(labels), 3)).astype(np.float32)
+    reference[np.arange(len(labels)), labels] += 3.0
+    data = GateData(
+        images=np.zeros((len(labels), 1, 2, 2), np.float32),
+        labels=labels,
+        reference=reference,
+        groups=[f"part{i}" for i in range(len(labels))],
+        good_index=0,
+        max_false_reject=0.02,
+        source="120 generated logits",
+    )
+    blurred = reference.copy()
+    blurred[labels == 2, 0] += 6.0  # the cracks now look good to the quantized model: recall drops, agreement too
+    gate = score_gate(blurred, data, GateSpec())
+    recall = gate["figures"]["defect_recall_drop"]
+    assert recall["value"] > 0.3 and not recall["met"] and "defect_recall_drop" in gate["failed"]
+    assert score_gate(reference, data, GateSpec())["figures"]["defect_recall_drop"]["value"] == 0.0

@@ -10,7 +10,7 @@ import numpy as np
 from edgetl.config import ConfigError
 from edgetl.runtime.decision import defect_scores  # one definition: the line computes the same score
 
-# Class names read as "the part is fine" when choosing the good class of a two-class problem.
+# Class names read as "the part is fine" when choosing the good class (the one every other class is rejected against).
 GOOD_NAMES = ("good", "ok", "pass", "functional", "normal", "nominal", "non_defective", "nondefective")
 
 
@@ -70,7 +70,7 @@ def classification_metrics(
 
 
 def good_class_index(classes: Sequence[str], *, good: str | None = None, counts: Sequence[int] | None = None) -> int:
-    """Index of the "good part" class of a two-class problem.
+    """Index of the "good part" class, against which every other class is a defect.
 
     ``good`` names it explicitly; otherwise a class named like good/ok/functional/normal, otherwise the class
     with the most images in ``counts`` (on an inspection line good parts are the majority).

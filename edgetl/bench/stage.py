@@ -44,8 +44,8 @@ def bench_stage(
 ) -> dict[str, Any]:
     """Measure every compiled artifact (each in its own process); write report.json / .md / .html.
 
-    Accuracy is on the test split against the FP32 PyTorch model; the reject threshold of a two-class model is
-    tuned on the validation split for each artifact and stored beside it (threshold.json).
+    Accuracy is on the test split against the FP32 PyTorch model; the reject threshold (the good class against the
+    rest) is tuned on the validation split for each artifact and stored beside it (threshold.json).
     ``timings`` (seconds per earlier stage; default: those of the run's last report) are recorded in the
     report with this stage's own.
     """

@@ -1,5 +1,6 @@
 """The accuracy gate of a quantized model: top-1 agreement with FP32, drop in balanced accuracy and drop in defect
-recall at the false-reject budget, each with its 95 % interval, against the limits of ``quantization.gate``."""
+recall at the false-reject budget (the good class against every other, whatever the number of classes), each with
+its 95 % interval, against the limits of ``quantization.gate``."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class GateData:
     labels: np.ndarray  # (N,) class indices
     reference: np.ndarray  # (N, classes) FP32 logits
     groups: list[str]  # the part of each image (for the intervals)
-    good_index: int | None  # the good class of a two-class model; None: no defect-recall criterion
+    good_index: int | None  # the good class (against every other class); None: no defect-recall criterion
     max_false_reject: float  # the false-reject budget (bench.max_false_reject)
     source: str  # which images, in words (for the artifact and the report)
 
@@ -71,7 +72,7 @@ def score_gate(logits: np.ndarray, data: GateData, spec: GateSpec) -> dict[str, 
         "limit": spec.max_balanced_accuracy_drop,
         "met": bool(drop <= spec.max_balanced_accuracy_drop),
     }
-    if data.good_index is not None and data.reference.shape[1] == 2:
+    if data.good_index is not None:
         good, budget = data.good_index, data.max_false_reject
         is_defect = data.labels != good
 

@@ -50,7 +50,7 @@ def gate_data_for_run(
     labels = np.array([dataset.label_index(s) for s in samples])
     classes = list(dataset.classes)
     train_counts = [sum(1 for s in dataset.split("train") if s.label == c) for c in classes]
-    good = good_class_index(classes, good=config.bench.good_class, counts=train_counts) if len(classes) == 2 else None
+    good = good_class_index(classes, good=config.bench.good_class, counts=train_counts)
     return GateData(
         images=images,
         labels=labels,

@@ -23,7 +23,7 @@ class GateSpec(StrictModel):
         ge=0,
         le=1,
         description="Drop in defect recall at the false-reject budget (bench.max_false_reject), at most; "
-        "two-class models only.",
+        "the good class against all the others.",
     )
     max_images: int = Field(
         1000,
