@@ -240,7 +240,12 @@ class ExportConfig(StrictModel):
 class CalibrationConfig(StrictModel):
     """Calibration set for INT8."""
 
-    samples: int = Field(300, ge=1, description="Stratified sample of the training split (all if fewer).")
+    samples: int = Field(
+        300,
+        ge=1,
+        description="Stratified sample of the training split (all if fewer; at most half of it when the "
+        "validation split is too small, so the INT8 gate keeps the rest).",
+    )
     method: Literal["minmax", "entropy", "percentile"] | None = Field(
         None, description="None: the target profile's default."
     )

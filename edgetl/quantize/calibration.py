@@ -44,22 +44,44 @@ def ranges_file(folder: Path, method: str) -> Path:
     return folder / f"{method}.json"
 
 
+# With a validation split too small to gate INT8 on its own, the gate also reads the training images outside the
+# calibration set: the calibration then takes at most half of the training split (and at least this many images).
+_GATE_SHARE_FLOOR = 32
+
+
+def calibration_count(dataset: Dataset, samples: int) -> int:
+    """How many training images calibrate: ``samples`` (all if fewer), or at most half the training split when
+    dataset.json says the validation split is too small to trust on its own, so the INT8 gate keeps the rest."""
+    train = sum(1 for s in dataset.samples if s.split == "train")
+    validation = dataset.info.get("validation")
+    if isinstance(validation, dict) and not validation.get("adequate", True):
+        return min(samples, train, max(train // 2, _GATE_SHARE_FLOOR))
+    return min(samples, train)
+
+
 def select_calibration(dataset: Dataset, samples: int, seed: int) -> list[int]:
-    """Indices (into dataset.samples) of a stratified sample of the training split."""
+    """Indices (into dataset.samples) of a stratified sample of :func:`calibration_count` training images."""
     train = [i for i, s in enumerate(dataset.samples) if s.split == "train"]
+    samples = calibration_count(dataset, samples)
     if samples >= len(train):
         return train
     from sklearn.model_selection import train_test_split
 
     labels = [dataset.samples[i].label for i in train]
-    chosen, _ = train_test_split(train, train_size=samples, stratify=labels, random_state=seed)
+    try:
+        chosen, _ = train_test_split(train, train_size=samples, stratify=labels, random_state=seed)
+    except ValueError:  # a class with a single training image cannot be stratified: a plain random sample
+        chosen, _ = train_test_split(train, train_size=samples, random_state=seed)
     return sorted(int(i) for i in chosen)
 
 
 def build_calibration(
     dataset: Dataset, spec: PreprocessSpec, out_dir: Path, *, samples: int = 300, seed: int = 0
 ) -> CalibrationSet:
-    """Write out_dir/calib.npy (uint8 pixels) and out_dir/manifest.json (source hashes, counts per class)."""
+    """Write out_dir/calib.npy (uint8 pixels) and out_dir/manifest.json (source hashes, counts per class).
+
+    ``samples``: the most images; fewer when the validation split is small (:func:`calibration_count`).
+    """
     indices = select_calibration(dataset, samples, seed)
     chosen = [dataset.samples[i] for i in indices]
     pixels = np.stack([resized_uint8(decode_image(s.path), spec) for s in chosen])
@@ -69,6 +91,7 @@ def build_calibration(
     tensors = normalize(pixels, spec)
     manifest = {
         "count": len(chosen),
+        "requested": samples,
         "seed": seed,
         "split": "train",
         "counts_per_class": dict(Counter(s.label for s in chosen)),
