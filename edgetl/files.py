@@ -310,6 +310,36 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def scratch_tempdir(folder: Path) -> Iterator[Path | None]:
+    """Point :mod:`tempfile` at a scratch folder inside ``folder`` while the block runs; yields it (None: not made).
+
+    Libraries write their temporaries through :mod:`tempfile` (onnxruntime's quantizer, edgetl's own scratch
+    models). Inside the run they count against the run's disk, and a killed command leaves them under a name
+    :func:`remove_stale_temps` clears, not in the system's temporary folder.
+    """
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix=f".scratch.{os.getpid()}.", suffix=".tmp", dir=folder))
+    except OSError:
+        yield None  # a full disk surfaces at the first real write, with the error that names it
+        return
+    previous, environ = tempfile.tempdir, dict(os.environ)
+    tempfile.tempdir = str(scratch)
+    try:
+        yield scratch
+    finally:
+        tempfile.tempdir = previous
+        # A library that pinned a path inside the scratch in the environment (torch's inductor cache folder)
+        # would write into this run folder later, from another command of this process or its children.
+        for key, value in list(os.environ.items()):
+            if value.startswith(str(scratch)) and environ.get(key) != value:
+                if key in environ:
+                    os.environ[key] = environ[key]
+                else:
+                    del os.environ[key]
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def remove_stale_temps(root: Path) -> list[Path]:
     """Remove temporary files and folders left below ``root`` by killed writers; returns what was removed.
 

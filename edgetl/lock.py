@@ -1,7 +1,8 @@
 """One writer per run: every stage that writes holds the run's lock (``runs/<name>/.edgetl.lock``) while it runs.
 
 The lock is an advisory ``flock`` on a file that stays in the run folder; the file names the holder (pid, host,
-command, stage, start time), so a second writer is refused with who holds it. The kernel drops the lock when its
+command, stage, start time), so a second writer is refused with who holds it. While it is held, temporary files go to a
+scratch folder inside the run (:func:`edgetl.files.scratch_tempdir`). The kernel drops the lock when its
 process dies, so a lock left by a killed process on this host is taken over, with a note. A lock file naming
 another host is never taken over: edgetl cannot see that host's processes.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from edgetl.errors import EdgetlError
+from edgetl.files import scratch_tempdir
 from edgetl.paths import UnsafePathError, escaping_links
 
 LOCK_FILE = ".edgetl.lock"
@@ -120,8 +122,11 @@ def _open(folder: Path, stage: str) -> int:
 
 
 @contextlib.contextmanager
-def run_lock(folder: Path, *, stage: str) -> Iterator[None]:
+def run_lock(folder: Path, *, stage: str, scratch: bool = True) -> Iterator[None]:
     """Hold the write lock of a run (or bundle) folder; nested calls in one process share it.
+
+    ``scratch``: temporary files go to a scratch folder inside ``folder`` meanwhile (off for a bundle, which
+    holds only the files its manifest lists).
 
     Raises:
         RunLockedError: another live process holds it, or a lock file names another host.
@@ -175,7 +180,8 @@ def run_lock(folder: Path, *, stage: str) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
         _held[key] = [fd, 1]
-        yield
+        with scratch_tempdir(folder) if scratch else contextlib.nullcontext():
+            yield
     finally:
         if _held.get(key, [None])[0] == fd:
             del _held[key]

@@ -105,13 +105,15 @@ def test_sigkill_at_random_moments_leaves_previous_artifacts_whole(built):
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["crash_worker", "edgetl.pipeline", "edgetl.train", "edgetl.export"])
     chance = random.Random(5)
+    system_temp = run.root.parent / "system-temp"
+    system_temp.mkdir()
     killed = 0
     for stage in STAGES:
         for _ in range(KILLS[stage]):
             ready = context.Event()
             from crash_worker import run_stage_forever
 
-            child = context.Process(target=run_stage_forever, args=(str(run.root), stage, ready))
+            child = context.Process(target=run_stage_forever, args=(str(run.root), stage, ready, str(system_temp)))
             child.start()
             assert ready.wait(120), "the child never started"
             time.sleep(chance.uniform(0.0, seconds[stage]))
@@ -122,6 +124,7 @@ def test_sigkill_at_random_moments_leaves_previous_artifacts_whole(built):
             assert_intact(run, files)
             open_run(run.root)  # the next command on the run clears what the killed writer left
             assert temp_files(run.root) == []
+            assert list(system_temp.iterdir()) == [], "a killed stage left scratch files outside its run"
     assert killed >= 20
     # An interrupted training resumes to the model an uninterrupted run gives.
     stage_train(config, run, progress=False, resume=True)

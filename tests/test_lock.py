@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -92,13 +93,30 @@ def test_stages_of_one_process_nest_and_a_failed_first_command_leaves_no_folder(
     assert not run.exists()
 
 
+def test_temporary_files_of_a_locked_stage_stay_inside_its_run(tmp_path: Path):
+    run, bundle = tmp_path / "runs" / "line3", tmp_path / "bundle"
+    before = tempfile.gettempdir()
+    with run_lock(run, stage="compile"):
+        scratch = Path(tempfile.mkdtemp())
+        assert scratch.parent.parent == run and scratch.parent.name.startswith(".scratch.")
+        with run_lock(run, stage="bench"):
+            assert Path(tempfile.gettempdir()) == scratch.parent
+        os.environ["EDGETL_TEST_CACHE"] = str(scratch)  # as torch pins its inductor cache folder
+    assert tempfile.gettempdir() == before
+    assert "EDGETL_TEST_CACHE" not in os.environ
+    assert not run.exists()  # the scratch went with the stage, so the unused run folder did too
+    with run_lock(bundle, stage="compile", scratch=False):  # a bundle holds only what its manifest lists
+        assert tempfile.gettempdir() == before
+
+
 def test_build_into_a_run_being_written_does_not_touch_it(image_folder: Path, tmp_path: Path):
     run = tmp_path / "runs" / "line3"
     holder = _holder(run)
     try:
         result = invoke(["build", "--data", image_folder, "--runs-dir", tmp_path / "runs", "--name", "line3"])
         assert_clear_error(result, str(run), f"pid {holder.pid}")
-        assert [p.name for p in run.iterdir()] == [LOCK_FILE]
+        theirs = f".scratch.{holder.pid}."  # the holder's own scratch folder
+        assert [p.name for p in run.iterdir() if not p.name.startswith(theirs)] == [LOCK_FILE]
     finally:
         holder.communicate("")
     assert not run.exists()  # the holder made the folder and wrote nothing: it leaves none

@@ -24,7 +24,7 @@ def compile_bundle(folder: Path, *, precisions: list[str] | None = None, verify:
     """Build the TensorRT engines of a bundle on this device, add the plans to triton/, then verify."""
     from edgetl.lock import run_lock
 
-    with run_lock(Path(folder), stage="compile"):
+    with run_lock(Path(folder), stage="compile", scratch=False):
         return _compile_bundle(Path(folder), precisions=precisions, verify=verify)
 
 
