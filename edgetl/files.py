@@ -319,7 +319,8 @@ def scratch_tempdir(folder: Path) -> Iterator[Path | None]:
     :func:`remove_stale_temps` clears, not in the system's temporary folder.
     """
     try:
-        scratch = Path(tempfile.mkdtemp(prefix=f".scratch.{os.getpid()}.", suffix=".tmp", dir=folder))
+        # Absolute, like the system's: a subprocess started in another folder gets temporary paths from us.
+        scratch = Path(tempfile.mkdtemp(prefix=f".scratch.{os.getpid()}.", suffix=".tmp", dir=Path(folder).absolute()))
     except OSError:
         yield None  # a full disk surfaces at the first real write, with the error that names it
         return

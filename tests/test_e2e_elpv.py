@@ -116,17 +116,13 @@ bench: {{warmup: 5, iterations: 30}}
 
 
 @pytest.mark.slow
-def test_default_build_on_a_few_dozen_real_images(tmp_path: Path):
-    """What a new user runs: `edgetl build --data DIR` with every default (recipe search, gray auto, grouping),
-    on 60 ELPV cells, with a short search budget so CI stays quick."""
+def test_default_build_on_a_few_dozen_real_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """What a new user runs: `edgetl build --data DIR` with every default (recipe search, gray auto, grouping,
+    relative paths and the default runs folder), on 60 ELPV cells, with a short search budget so CI stays quick."""
+    monkeypatch.chdir(tmp_path)
     runner = CliRunner()
-    data = tmp_path / "elpv"
-    assert runner.invoke(app, ["data", "elpv", str(data), "--limit", "60", "--seed", "1"]).exit_code == 0
-    result = runner.invoke(
-        app,
-        ["build", "--data", str(data / "manifest.csv"), "--runs-dir", str(tmp_path / "runs"), "--name", "few",
-         "--budget-minutes", "0.5"],
-    )  # fmt: skip
+    assert runner.invoke(app, ["data", "elpv", "elpv", "--limit", "60", "--seed", "1"]).exit_code == 0
+    result = runner.invoke(app, ["build", "--data", "elpv/manifest.csv", "--name", "few", "--budget-minutes", "0.5"])
     assert result.exit_code == 0, result.output
     run = tmp_path / "runs" / "few"
     report = json.loads((run / "report.json").read_text())

@@ -93,12 +93,14 @@ def test_stages_of_one_process_nest_and_a_failed_first_command_leaves_no_folder(
     assert not run.exists()
 
 
-def test_temporary_files_of_a_locked_stage_stay_inside_its_run(tmp_path: Path):
-    run, bundle = tmp_path / "runs" / "line3", tmp_path / "bundle"
+def test_temporary_files_of_a_locked_stage_stay_inside_its_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    run, bundle = Path("runs") / "line3", tmp_path / "bundle"  # a relative run folder, as runs_dir's default
     before = tempfile.gettempdir()
     with run_lock(run, stage="compile"):
         scratch = Path(tempfile.mkdtemp())
-        assert scratch.parent.parent == run and scratch.parent.name.startswith(".scratch.")
+        assert scratch.is_absolute(), "a subprocess started elsewhere must find the paths it is given"
+        assert scratch.parent.parent == run.absolute() and scratch.parent.name.startswith(".scratch.")
         with run_lock(run, stage="bench"):
             assert Path(tempfile.gettempdir()) == scratch.parent
         os.environ["EDGETL_TEST_CACHE"] = str(scratch)  # as torch pins its inductor cache folder
