@@ -15,6 +15,7 @@ from edgetl.onnx_safety import check_onnx_file
 from edgetl.quantize.bias_correction import correct_biases, spread
 from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.groups import node_group
+from edgetl.quantize.histogram import histogram_ranges
 from edgetl.quiet import prints_muted
 
 __all__ = ["drop_unused_domains", "prepared_model", "quantize_qdq"]
@@ -22,30 +23,18 @@ __all__ = ["drop_unused_domains", "prepared_model", "quantize_qdq"]
 
 # Histogram calibration (entropy, percentile) keeps every activation of every image it has been given until it
 # builds its histograms: 300 MobileNetV2 images at 224 px took 18 GB. Fed in strides of at most this many images,
-# the histograms are built stride by stride (onnxruntime's CalibStridedMinMax), so memory stays at one stride's.
+# the histograms are built stride by stride (edgetl.quantize.histogram), so memory stays at one stride's.
 HISTOGRAM_STRIDE = 16
 
 
 class _Reader:
-    """CalibrationDataReader over a CalibrationSet (batch 1); ``set_range`` serves one stride of it."""
+    """CalibrationDataReader over a CalibrationSet (batch 1)."""
 
     def __init__(self, calib: CalibrationSet, input_name: str) -> None:
-        self._batches = [{input_name: b} for b in calib.batches()]
-        self._items = iter(self._batches)
-
-    def __len__(self) -> int:
-        return len(self._batches)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self._items = iter(self._batches[start_index:end_index])
+        self._items = iter([{input_name: b} for b in calib.batches()])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._items, None)
-
-
-def histogram_stride(images: int, most: int = HISTOGRAM_STRIDE) -> int:
-    """The largest stride of at most ``most`` images that divides ``images`` (onnxruntime requires one)."""
-    return next(s for s in range(min(most, max(images, 1)), 0, -1) if images % s == 0)
 
 
 def prepared_model(onnx_in: Path, onnx_out: Path) -> Path:
@@ -107,6 +96,18 @@ def quantize_qdq(
             for n in onnx.load(str(prepared), load_external_data=False).graph.node
             if ((g := node_group(n.name)).startswith("blocks.") and int(g.split(".")[1]) < fp32_blocks) or g in floating
         ]
+        if method != "minmax" and (ranges_cache is None or not ranges_cache.is_file()):
+            ranges_cache = ranges_cache or Path(tmp) / "ranges.json"
+            with prints_muted():
+                histogram_ranges(
+                    prepared,
+                    [{"input": b} for b in calib.batches()],
+                    ranges_cache,
+                    method=method,
+                    symmetric=symmetric_activations,
+                    percentile=percentile,
+                    stride=HISTOGRAM_STRIDE,
+                )
         with prints_muted():
             quantize_static(
                 str(prepared),
@@ -126,7 +127,6 @@ def quantize_qdq(
                     "CalibMovingAverage": moving_average,
                     "CalibMovingAverageConstant": 0.01,
                     "CalibTensorRangeSymmetric": symmetric_activations,
-                    **({"CalibStridedMinMax": histogram_stride(len(calib))} if method != "minmax" else {}),
                     **(
                         {"AddQDQPairToWeight": True, "DedicatedQDQPair": True, "QuantizeBias": False}
                         if tensorrt
