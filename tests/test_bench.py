@@ -294,3 +294,25 @@ def test_benching_a_run_does_not_import_the_pipeline(run_copy):
     out = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "pipeline not imported"
+
+
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "SIGKILL (on Linux most often the kernel's"),
+        ("import sys; print('backend broke', file=sys.stderr); sys.exit(3)", "exited with status 3"),
+    ],
+)
+def test_a_worker_that_dies_is_named_with_its_cause_and_its_last_lines(tmp_path, monkeypatch, code, says):
+    import sys
+
+    from edgetl.bench import harness
+
+    monkeypatch.setattr(harness, "worker_command", lambda *a, **k: [sys.executable, "-c", code])
+    with pytest.raises(harness.BenchError) as caught:
+        harness.run_worker({"artifact": "onnxruntime/int8", "out": str(tmp_path / "w")}, tmp_path)
+    assert says in str(caught.value) and "onnxruntime/int8" in str(caught.value)
+    expected_hint = "rerun 'edgetl bench RUN'" if "SIGKILL" in says else "last lines above"
+    assert expected_hint in (caught.value.hint or "")
+    if "status" in says:
+        assert "backend broke" in str(caught.value)

@@ -106,12 +106,32 @@ def run_worker(request: dict[str, Any], workdir: Path) -> dict[str, Any]:
         error = json.loads(error_file.read_text(encoding="utf-8"))
         raise BenchError(f"measuring {request['artifact']} failed: {error['message']}", hint=error.get("hint"))
     if proc.returncode != 0 or not (out / "result.json").is_file():
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise BenchError(
-            f"measuring {request['artifact']} failed (exit {proc.returncode}):\n{tail}\n"
-            "Recompile it with 'edgetl compile RUN --target ...' or drop that --target."
-        )
+        raise _worker_crash(request["artifact"], proc.returncode, proc.stderr)
     return dict(read_json(out / "result.json"))
+
+
+def _worker_crash(artifact: str, returncode: int, stderr: str) -> BenchError:
+    """The error for a worker that ended without a result or an error of its own: the process itself broke."""
+    tail = "\n".join(stderr.strip().splitlines()[-15:])
+    if returncode < 0:
+        import signal
+
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
+        cause = f"the bench worker was stopped by {name}" + (
+            " (on Linux most often the kernel's out-of-memory killer)" if name == "SIGKILL" else ""
+        )
+        hint = (
+            "Close what else uses memory and rerun 'edgetl bench RUN'; if only this artifact stops it, "
+            "recompile it with 'edgetl compile RUN --target ...' or drop that --target."
+        )
+    else:
+        cause = f"the bench worker exited with status {returncode} without a result"
+        hint = (
+            "The worker's last lines above say where it stopped. A backend that cannot load the artifact: "
+            "recompile it with 'edgetl compile RUN --target ...' or drop that --target; an import error: "
+            "reinstall with 'make install'."
+        )
+    return BenchError(f"measuring {artifact} failed: {cause}." + (f"\n{tail}" if tail else ""), hint=hint)
 
 
 def accuracy_section(
