@@ -116,7 +116,10 @@ def _worker_crash(artifact: str, returncode: int, stderr: str) -> BenchError:
     if returncode < 0:
         import signal
 
-        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:  # a real-time signal has no name
+            name = f"signal {-returncode}"
         cause = f"the bench worker was stopped by {name}" + (
             " (on Linux most often the kernel's out-of-memory killer)" if name == "SIGKILL" else ""
         )
@@ -129,7 +132,7 @@ def _worker_crash(artifact: str, returncode: int, stderr: str) -> BenchError:
         hint = (
             "The worker's last lines above say where it stopped. A backend that cannot load the artifact: "
             "recompile it with 'edgetl compile RUN --target ...' or drop that --target; an import error: "
-            "reinstall with 'make install'."
+            "reinstall edgetl ('make install' in a checkout)."
         )
     return BenchError(f"measuring {artifact} failed: {cause}." + (f"\n{tail}" if tail else ""), hint=hint)
 
