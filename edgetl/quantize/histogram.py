@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["histogram_ranges"]
+__all__ = ["Feeds", "histogram_ranges"]
 
 
 def _parts(arrays: Any) -> list[np.ndarray]:
@@ -140,13 +140,13 @@ def histogram_ranges(
             scenario=calibrator.scenario,
         )
         for start in range(0, len(batches), stride):
-            calibrator.collect_data(_Feeds(batches[start : start + stride]))
+            calibrator.collect_data(Feeds(batches[start : start + stride]))
         ranges = calibrator.compute_data()
         del calibrator
     save_tensors_data(ranges, cache)
 
 
-class _Feeds:
+class Feeds:
     """A CalibrationDataReader over a list of input feeds."""
 
     def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:

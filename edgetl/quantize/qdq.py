@@ -8,14 +8,12 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgetl.files import atomic_path
 from edgetl.onnx_safety import check_onnx_file
 from edgetl.quantize.bias_correction import correct_biases, spread
 from edgetl.quantize.calibration import CalibrationSet
 from edgetl.quantize.groups import node_group
-from edgetl.quantize.histogram import histogram_ranges
+from edgetl.quantize.histogram import Feeds, histogram_ranges
 from edgetl.quiet import prints_muted
 
 __all__ = ["drop_unused_domains", "prepared_model", "quantize_qdq"]
@@ -25,16 +23,6 @@ __all__ = ["drop_unused_domains", "prepared_model", "quantize_qdq"]
 # builds its histograms: 300 MobileNetV2 images at 224 px took 18 GB. Fed in strides of at most this many images,
 # the histograms are built stride by stride (edgetl.quantize.histogram), so memory stays at one stride's.
 HISTOGRAM_STRIDE = 16
-
-
-class _Reader:
-    """CalibrationDataReader over a CalibrationSet (batch 1)."""
-
-    def __init__(self, calib: CalibrationSet, input_name: str) -> None:
-        self._items = iter([{input_name: b} for b in calib.batches()])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._items, None)
 
 
 def prepared_model(onnx_in: Path, onnx_out: Path) -> Path:
@@ -96,12 +84,13 @@ def quantize_qdq(
             for n in onnx.load(str(prepared), load_external_data=False).graph.node
             if ((g := node_group(n.name)).startswith("blocks.") and int(g.split(".")[1]) < fp32_blocks) or g in floating
         ]
+        feeds = [{"input": b} for b in calib.batches()]
         if method != "minmax" and (ranges_cache is None or not ranges_cache.is_file()):
             ranges_cache = ranges_cache or Path(tmp) / "ranges.json"
             with prints_muted():
                 histogram_ranges(
                     prepared,
-                    [{"input": b} for b in calib.batches()],
+                    feeds,
                     ranges_cache,
                     method=method,
                     symmetric=symmetric_activations,
@@ -112,7 +101,7 @@ def quantize_qdq(
             quantize_static(
                 str(prepared),
                 str(onnx_out),
-                _Reader(calib, "input"),
+                Feeds(feeds),
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
                 reduce_range=reduce_range,
