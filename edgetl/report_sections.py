@@ -162,16 +162,19 @@ def search(report: dict[str, Any]) -> Section:
             "Recipe search",
             [Text(f"No recipe search: the config fixed the recipe (train.strategy {model.get('strategy')}).")],
         )
+    trials = found.get("trials", [])
+    completed = sum(t.get("state") == "complete" for t in trials)
     return Section(
         "search",
         "Recipe search",
         [
             Text(
-                f"{len(found.get('trials', []))} trials in {found.get('seconds')} s (budget "
+                f"{len(trials)} trials ({completed} completed) in {found.get('seconds')} s (budget "
                 f"{found.get('budget_minutes')} min), each scored by {found.get('folds')}-fold group cross-validation "
                 "on train+val; the test split is not read. The chosen recipe was refit on the train split up to its "
                 f"cross-validated epoch ({found.get('best_epoch')}); train/recipe.yaml reruns it."
             ),
+            *(Text(f"Note: {note}") for note in found.get("notes", [])),
             Table(rows.TRIAL_HEADER, rows.trial_rows(report)),
         ],
     )

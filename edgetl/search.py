@@ -291,6 +291,16 @@ def run_search(
     recipe = Recipe(**best.user_attrs["recipe"])
     if best.number not in oof:
         notes.append(f"trial {best.number} ran on another machine: no out-of-fold scores here")
+    alone = budget_note(
+        completed=len(complete),
+        started=len(study.trials),
+        max_trials=config.search.max_trials,
+        budget_minutes=config.budget_minutes,
+        first_seconds=best.user_attrs.get("seconds"),
+    )
+    if alone:
+        notes.append(alone)
+        log(alone)
     trials = [_row(t, arch) for t in study.trials]
     return SearchResult(
         recipe=recipe,
@@ -302,6 +312,20 @@ def run_search(
         seconds=round(time.perf_counter() - started, 1),
         oof_logits=oof.get(best.number),
         notes=notes,
+    )
+
+
+def budget_note(
+    *, completed: int, started: int, max_trials: int, budget_minutes: float, first_seconds: float | None
+) -> str | None:
+    """What to say when the budget let only the default recipe finish: it was chosen against no other."""
+    if completed > 1 or max_trials <= 1:
+        return None
+    took = f"; the default alone took {first_seconds:.0f} s" if first_seconds else ""
+    return (
+        f"only {completed} of {started} trial(s) completed within the {budget_minutes:g} min budget{took}: the recipe "
+        "is the default one, compared with no other. For a real search raise train.budget_minutes (--budget-minutes), "
+        "train on a GPU (--device cuda) or let several machines share the study (--study-storage)."
     )
 
 
