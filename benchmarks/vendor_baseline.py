@@ -58,22 +58,18 @@ def vendor_defaults(run: Path, folder: Path, threads: int) -> dict[str, Infer]:
     """The vendors' default paths from the run's FP32 ONNX (see the module docstring)."""
     import nncf
     import openvino as ov
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization import QuantFormat, quantize_static
 
     from edgetl.quantize import load_calibration
+    from edgetl.quantize.calibration import Feeds
 
     onnx_path = run / "export" / "model.onnx"
     calib = load_calibration(run / "calibration")
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter({"input": b} for b in calib.batches())
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
-
     ort_int8 = folder / "quantize_static.onnx"
-    quantize_static(str(onnx_path), str(ort_int8), Reader(), quant_format=QuantFormat.QDQ)
+    quantize_static(
+        str(onnx_path), str(ort_int8), Feeds([{"input": b} for b in calib.batches()]), quant_format=QuantFormat.QDQ
+    )
     fp32_ir = folder / "fp32.xml"
     ov.save_model(ov.convert_model(str(onnx_path)), str(fp32_ir), compress_to_fp16=False)
     nncf_ir = folder / "nncf.xml"

@@ -124,3 +124,13 @@ def load_calibration(out_dir: Path) -> CalibrationSet:
     if stored.dtype == np.uint8:
         stored = normalize(stored, PreprocessSpec.model_validate(manifest["preprocess"]))
     return CalibrationSet(np.ascontiguousarray(stored, dtype=np.float32), manifest)
+
+
+class Feeds:
+    """A CalibrationDataReader over a list of input feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self._items = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)

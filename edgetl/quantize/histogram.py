@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Feeds", "histogram_ranges"]
+from edgetl.quantize.calibration import Feeds
+
+__all__ = ["histogram_ranges"]
 
 
 def _parts(arrays: Any) -> list[np.ndarray]:
@@ -144,13 +146,3 @@ def histogram_ranges(
         ranges = calibrator.compute_data()
         del calibrator
     save_tensors_data(ranges, cache)
-
-
-class Feeds:
-    """A CalibrationDataReader over a list of input feeds."""
-
-    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
-        self._items = iter(feeds)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._items, None)

@@ -11,9 +11,9 @@ from typing import Any
 from edgetl.files import atomic_path
 from edgetl.onnx_safety import check_onnx_file
 from edgetl.quantize.bias_correction import correct_biases, spread
-from edgetl.quantize.calibration import CalibrationSet
+from edgetl.quantize.calibration import CalibrationSet, Feeds
 from edgetl.quantize.groups import node_group
-from edgetl.quantize.histogram import Feeds, histogram_ranges
+from edgetl.quantize.histogram import histogram_ranges
 from edgetl.quiet import prints_muted
 
 __all__ = ["drop_unused_domains", "prepared_model", "quantize_qdq"]
