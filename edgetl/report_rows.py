@@ -302,7 +302,10 @@ def _figure(gate: dict[str, Any], name: str) -> str:
     if not isinstance(f, dict):
         return "-"
     low, high = f["interval"]
-    return f"{f['value']:.3f} [{low:.3f}, {high:.3f}]" + ("" if f.get("met", True) else " (not met)")
+    text = f"{f['value']:.3f} [{low:.3f}, {high:.3f}]"
+    if f.get("read_at") is not None and f["read_at"] != f.get("max_false_reject"):
+        text += f" at {f['read_at']:.1%} false rejects"
+    return text + ("" if f.get("met", True) else " (not met)")
 
 
 RUNG_HEADER = [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgetl.quantize import CalibrationSet, GateData, QuantizationSpec, quantize
-from edgetl.quantize.gate import score_gate
+from edgetl.quantize.gate import evidence_budget, gate_line, score_gate
 from edgetl.quantize.settings import GateSpec
 
 pytest.importorskip("onnxruntime")
@@ -282,3 +282,40 @@ def test_the_gate_judges_defect_recall_of_a_model_with_several_defect_classes():
     recall = gate["figures"]["defect_recall_drop"]
     assert recall["value"] > 0.3 and not recall["met"] and "defect_recall_drop" in gate["failed"]
     assert score_gate(reference, data, GateSpec())["figures"]["defect_recall_drop"]["value"] == 0.0
+
+
+def _two_class_gate(reference: np.ndarray, labels: np.ndarray) -> GateData:
+    return GateData(
+        images=np.zeros((len(labels), 1, 2, 2), np.float32),
+        labels=labels,
+        reference=reference,
+        groups=[f"part{i}" for i in range(len(labels))],
+        good_index=0,
+        max_false_reject=0.01,
+        source=f"{len(labels)} generated logits",
+    )
+
+
+def test_one_good_image_moving_does_not_fail_the_gate_but_a_shift_of_every_defect_does():
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], [170, 90])
+    margin = np.where(labels == 1, rng.normal(2.0, 1.5, len(labels)), rng.normal(-2.0, 1.0, len(labels)))
+    reference = np.stack([np.zeros(len(labels)), margin], 1).astype(np.float32)
+    data = _two_class_gate(reference, labels)
+    assert evidence_budget(0.01, 170, 5) == pytest.approx(5 / 170)
+    assert evidence_budget(0.01, 1000, 5) == 0.01
+
+    good = np.flatnonzero(labels == 0)
+    second = good[np.argsort(reference[good, 1])[-2]]
+    moved = reference.copy()
+    moved[second, 1] = reference[labels == 1, 1].max() - 0.01  # one good image now scores above almost every defect
+    strict = score_gate(moved, data, GateSpec(min_tail_images=1))["figures"]["defect_recall_drop"]
+    assert strict["read_at"] == 0.01 and not strict["met"]  # at 1 % of 170 the threshold is that one image
+    steady = score_gate(moved, data, GateSpec())["figures"]["defect_recall_drop"]
+    assert steady["read_at"] == pytest.approx(5 / 170) and steady["met"] and abs(steady["value"]) < 0.02
+
+    shifted = reference.copy()
+    shifted[labels == 1, 1] -= 1.0  # every defect looks a little better: real damage, read at either rate
+    gate = score_gate(shifted, data, GateSpec())
+    assert not gate["figures"]["defect_recall_drop"]["met"] and "defect_recall_drop" in gate["failed"]
+    assert "at 2.9% false rejects" in gate_line(gate)

@@ -25,6 +25,14 @@ class GateSpec(StrictModel):
         description="Drop in defect recall at the false-reject budget (bench.max_false_reject), at most; "
         "the good class against all the others.",
     )
+    min_tail_images: int = Field(
+        5,
+        ge=1,
+        description="Good images that must score above the threshold the defect-recall drop is read at. A "
+        "threshold set by the top one or two good scores moves with any small change of score, so with too few "
+        "good gate images for the budget the drop is read at the smallest false-reject rate that leaves this many "
+        "above it (recorded as the figure's read_at).",
+    )
     max_images: int = Field(
         1000,
         ge=1,
