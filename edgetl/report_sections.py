@@ -162,6 +162,8 @@ def search(report: dict[str, Any]) -> Section:
             "Recipe search",
             [Text(f"No recipe search: the config fixed the recipe (train.strategy {model.get('strategy')}).")],
         )
+    if found.get("skipped"):
+        return Section("search", "Recipe search", [Text(str(found["skipped"]))])
     trials = found.get("trials", [])
     completed = sum(t.get("state") == "complete" for t in trials)
     return Section(

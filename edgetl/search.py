@@ -7,6 +7,10 @@ mean held-out balanced accuracy at the epoch where the fold-mean curve peaks (wh
 validation split is too small to stop it). The default recipe is the first trial and always completes; the others
 run until ``train.budget_minutes`` is spent (TPE sampler, a median pruner after each fold). The test split is
 never read here.
+
+A search that the budget cannot pay for twice compares nothing: when the validation split can stop the refit on its
+own, the default recipe's cost on this host is measured first (its cache, then a few timed batches) and, if two
+trials would not fit, no trial runs; the build trains the default recipe once and says why.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.config import TrainConfig
-from edgetl.fit import InputCache, fit
+from edgetl.fit import InputCache, fit, seconds_per_image
 from edgetl.models import ARCHS, Classifier
 
 _PRUNE_AFTER = 1  # completed trials before the median pruner may stop one (the default recipe is the first)
@@ -87,6 +91,7 @@ class SearchResult:
     seconds: float
     oof_logits: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    skipped: str | None = None  # why no trial ran (the budget cannot pay for two); the recipe is the default
 
 
 def search_space(config: TrainConfig, arch: str, *, median_side: float, square: bool, gpu: bool) -> SearchSpace:
@@ -182,8 +187,13 @@ def run_search(
     device: Any,
     study_name: str,
     log: Callable[[str], None],
+    may_skip: bool = False,
 ) -> SearchResult:
-    """Run trials until the budget or ``max_trials`` is spent; return the best completed one."""
+    """Run trials until the budget or ``max_trials`` is spent; return the best completed one.
+
+    With ``may_skip`` (the validation split can stop the refit on its own) an in-memory search whose budget cannot
+    pay for the default recipe twice runs no trial and returns the default recipe with ``skipped`` set.
+    """
     import optuna
 
     from edgetl.bench.intervals import balanced_accuracy_interval
@@ -193,6 +203,32 @@ def run_search(
     deadline = started + config.budget_minutes * 60
     folds = group_folds(y, groups, folds=config.search.folds, seed=config.seed)
     fold_config = config.model_copy(update={"epochs": config.search.epochs})
+    if may_skip and config.search.storage is None and config.search.max_trials > 1:
+        estimate = default_trial_seconds(
+            arch=arch,
+            space=space,
+            inputs=inputs,
+            y=y,
+            folds=len(folds),
+            config=fold_config,
+            new_model=new_model,
+            device=device,
+        )
+        spent = time.perf_counter() - started
+        reason = skip_note(spent=spent, trial_seconds=estimate, budget_minutes=config.budget_minutes)
+        if reason:
+            log(reason)
+            return SearchResult(
+                recipe=space.default,
+                best_epoch=0,
+                score=float("nan"),
+                interval=[],
+                trials=[],
+                folds=len(folds),
+                seconds=round(time.perf_counter() - started, 1),
+                notes=[reason],
+                skipped=reason,
+            )
     sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=4)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=_PRUNE_AFTER, n_warmup_steps=0)
     study = optuna.create_study(
@@ -312,6 +348,51 @@ def run_search(
         seconds=round(time.perf_counter() - started, 1),
         oof_logits=oof.get(best.number),
         notes=notes,
+    )
+
+
+def default_trial_seconds(
+    *,
+    arch: str,
+    space: SearchSpace,
+    inputs: InputCache,
+    y: np.ndarray,
+    folds: int,
+    config: TrainConfig,
+    new_model: Callable[[int], Classifier],
+    device: Any,
+) -> float:
+    """Predicted wall seconds of the default recipe's cross-validation on this host: its inputs are built (the
+    refit reuses them) and a few batches of training are timed; each held-out image costs about a third of a
+    training one (a forward pass, no backward)."""
+    recipe = space.default
+    views = inputs.views(
+        size=recipe.input_size, resize=recipe.resize, strength=recipe.augment_strength, start=recipe.start(arch)
+    )
+    per_image = seconds_per_image(
+        new_model(recipe.input_size),
+        views,
+        y,
+        config=config,
+        spec=inputs.spec(recipe.input_size, recipe.resize),
+        augment=inputs.augment.scaled(recipe.augment_strength),
+        device=device,
+    )
+    held = len(y) / folds
+    return folds * config.epochs * (len(y) - held + held / 3) * per_image
+
+
+def skip_note(*, spent: float, trial_seconds: float, budget_minutes: float) -> str | None:
+    """Why no trial should run, or None: after ``spent`` seconds the budget cannot pay for two trials."""
+    budget = budget_minutes * 60
+    if spent + 2 * trial_seconds <= budget:
+        return None
+    return (
+        f"No recipe search: one cross-validated trial of the default recipe would take about {trial_seconds:.0f} s "
+        f"here, so the {budget_minutes:g} min budget ({spent:.0f} s of it spent building its inputs) cannot compare "
+        "two recipes. The default recipe is trained once, stopped on the validation split. For a real search give "
+        f"it at least {math.ceil((spent + 2 * trial_seconds) / 60)} min (--budget-minutes), train on a GPU "
+        "(--device cuda) or let several machines share the study (--study-storage)."
     )
 
 

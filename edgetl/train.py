@@ -316,7 +316,7 @@ def train_model(
         "stopped": result.stopped,
         "val_metrics": {k: best_row.get(k) for k in ("val_accuracy", "val_balanced_accuracy", "val_loss")},
         "recipe": {
-            "source": "search" if search_record else "config",
+            "source": _recipe_source(search_record),
             "strategy": strategy,
             "trainable_blocks": num_blocks - start,
             "input_size": size,
@@ -408,6 +408,7 @@ def _search_or_reuse(
         device=device,
         study_name=tc.search.study_name or config.name,
         log=console.print,
+        may_skip=_validation_adequate(dataset),
     )
     record = {
         "fingerprint": fingerprint,
@@ -422,7 +423,10 @@ def _search_or_reuse(
         "trials": result.trials,
         "notes": result.notes,
         "oof": "oof.npz" if result.oof_logits is not None else None,
+        "skipped": result.skipped,
     }
+    if result.skipped:
+        record.update(best_epoch=None, cv_balanced_accuracy=None, cv_interval=None)
     out_dir.mkdir(parents=True, exist_ok=True)
     if result.oof_logits is not None:
         with atomic_path(out_dir / "oof.npz") as tmp, open(tmp, "wb") as handle:
@@ -440,18 +444,31 @@ def _search_or_reuse(
     raw["model"]["gray"] = resolve_gray(mc.gray, dataset)[0]
     from edgetl.config import build_config_from_dict
 
+    chosen = (
+        "The default recipe (no search ran: the budget could not pay for two trials)"
+        if result.skipped
+        else "The recipe the search chose (cross-validated on train+val)"
+    )
     write_text_atomic(
         out_dir / "recipe.yaml",
-        "# The recipe the search chose (cross-validated on train+val); rerun it without a search:\n"
-        "#   edgetl build --config recipe.yaml\n" + dump_config(build_config_from_dict(raw, source="recipe")),
+        f"# {chosen}; rerun it without a search:\n#   edgetl build --config recipe.yaml\n"
+        + dump_config(build_config_from_dict(raw, source="recipe")),
     )
     write_json_atomic(search_file, record)
+    if result.skipped:
+        return record, inputs
     console.print(
         f"recipe: {result.trials[[t['trial'] for t in result.trials].index(_best_trial(result))]['description']}, "
         f"CV balanced accuracy {result.score:.3f} [{result.interval[0]:.3f}, {result.interval[1]:.3f}], "
         f"refit stops at epoch {result.best_epoch}"
     )
     return record, inputs
+
+
+def _recipe_source(search_record: dict[str, Any] | None) -> str:
+    if search_record is None:
+        return "config"
+    return "default (search skipped)" if search_record.get("skipped") else "search"
 
 
 def _best_trial(result: Any) -> int:

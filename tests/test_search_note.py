@@ -1,7 +1,13 @@
 """A search that only got to finish the default recipe says so, in its notes and in the report."""
 
+from pathlib import Path
+
+from conftest import make_image_folder, tiny_config
+
 from edgetl import report_sections
-from edgetl.search import budget_note
+from edgetl.data.dataset import prepare_dataset
+from edgetl.search import budget_note, skip_note
+from edgetl.train import train_model
 
 
 def test_one_completed_trial_is_named_a_default_not_a_choice():
@@ -22,3 +28,39 @@ def test_report_counts_completed_trials_and_shows_the_notes():
     texts = [b.text for b in section.blocks if isinstance(b, report_sections.Text)]
     assert texts[0].startswith("2 trials (1 completed) in 365 s")
     assert "Note: only 1 of 2 trial(s) completed" in texts
+
+
+def test_a_budget_that_cannot_pay_for_two_trials_runs_none():
+    assert skip_note(spent=60, trial_seconds=100, budget_minutes=6) is None  # 60 + 200 s fit in 360 s
+    note = skip_note(spent=80, trial_seconds=460, budget_minutes=6)
+    assert note is not None and "about 460 s" in note and "6 min budget" in note
+    assert "at least 17 min" in note and "--budget-minutes" in note and "--device cuda" in note
+
+
+def _adequate_dataset(base: Path):
+    images = make_image_folder(base / "images", per_class=60, size=32)
+    config = tiny_config(images, base / "runs", data__val_fraction=0.5, train__strategy="auto")
+    dataset = prepare_dataset(config.data, base / "data")
+    assert dataset.info["validation"]["adequate"], dataset.info["validation"]
+    return config, dataset
+
+
+def test_a_search_the_budget_cannot_pay_for_twice_trains_the_default_once(tmp_path: Path):
+    config, dataset = _adequate_dataset(tmp_path)
+    config = config.model_copy(update={"train": config.train.model_copy(update={"budget_minutes": 0.001})})
+    result = train_model(config, dataset, tmp_path / "train", progress=False)
+    search = result.meta["search"]
+    assert search["skipped"].startswith("No recipe search") and search["trials"] == []
+    assert result.meta["recipe"]["source"] == "default (search skipped)"
+    assert result.meta["stopped"] != "fixed epochs"  # the validation split chose the epoch
+    assert "no search ran" in (tmp_path / "train" / "recipe.yaml").read_text()
+    section = report_sections.search({"model": {"search": search}})
+    assert [b.text for b in section.blocks] == [search["skipped"]]
+
+
+def test_a_search_with_budget_for_two_trials_compares_them(tmp_path: Path):
+    config, dataset = _adequate_dataset(tmp_path)
+    search = config.train.search.model_copy(update={"max_trials": 2, "epochs": 1})
+    train = config.train.model_copy(update={"budget_minutes": 30, "search": search})
+    result = train_model(config.model_copy(update={"train": train}), dataset, tmp_path / "train", progress=False)
+    assert result.meta["search"]["skipped"] is None and len(result.meta["search"]["trials"]) == 2
