@@ -323,7 +323,7 @@ def fit(
 
 
 def seconds_per_image(
-    model: Classifier,
+    new_model: Callable[[], Classifier],
     train: Views,
     y_train: np.ndarray,
     *,
@@ -334,25 +334,28 @@ def seconds_per_image(
     images: int = 96,
 ) -> float:
     """Wall seconds one image costs an epoch of :func:`fit` (forward, backward, step) on this host, timed on a warm
-    second pass over ``images`` of ``train``; ``model`` is trained a little and should be thrown away."""
+    second pass over ``images`` of ``train`` by a model from ``new_model`` (thrown away after). torch's random state
+    is put back, so what trains next does not depend on whether this ran."""
     index = np.arange(min(images, train.count))
     one_epoch = config.model_copy(update={"epochs": 1})
     seconds = 0.0
-    for attempt in range(2):  # the first pass pays for allocation and kernel selection
-        t0 = time.perf_counter()
-        fit(
-            model,
-            train.subset(index),
-            y_train[index],
-            config=one_epoch,
-            lr=config.lr,
-            class_weighting="none",
-            augment=augment,
-            spec=spec,
-            rng=np.random.default_rng(attempt),
-            device=device,
-        )
-        seconds = time.perf_counter() - t0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = new_model()
+        for attempt in range(2):  # the first pass pays for allocation and kernel selection
+            t0 = time.perf_counter()
+            fit(
+                model,
+                train.subset(index),
+                y_train[index],
+                config=one_epoch,
+                lr=config.lr,
+                class_weighting="none",
+                augment=augment,
+                spec=spec,
+                rng=np.random.default_rng(attempt),
+                device=device,
+            )
+            seconds = time.perf_counter() - t0
     return seconds / max(1, len(index))
 
 

@@ -370,7 +370,7 @@ def default_trial_seconds(
         size=recipe.input_size, resize=recipe.resize, strength=recipe.augment_strength, start=recipe.start(arch)
     )
     per_image = seconds_per_image(
-        new_model(recipe.input_size),
+        lambda: new_model(recipe.input_size),
         views,
         y,
         config=config,

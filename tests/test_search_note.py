@@ -64,3 +64,29 @@ def test_a_search_with_budget_for_two_trials_compares_them(tmp_path: Path):
     train = config.train.model_copy(update={"budget_minutes": 30, "search": search})
     result = train_model(config.model_copy(update={"train": train}), dataset, tmp_path / "train", progress=False)
     assert result.meta["search"]["skipped"] is None and len(result.meta["search"]["trials"]) == 2
+
+
+def test_pricing_a_trial_leaves_torch_random_state_as_it_was():
+    import numpy as np
+    import torch
+
+    from edgetl.config import AugmentConfig, TrainConfig
+    from edgetl.fit import Views, seconds_per_image
+    from edgetl.models import build_classifier
+    from edgetl.preprocess import PreprocessSpec
+
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (16, 1, 32, 32), dtype=np.uint8))
+    labels = np.array([0, 1] * 8)
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    seconds = seconds_per_image(
+        lambda: build_classifier("mobilenet_v2", 2, gray=True),
+        Views(start=0, data=[images]),
+        labels,
+        config=TrainConfig(batch_size=8),
+        spec=PreprocessSpec.for_channels(1, input_size=32),
+        augment=AugmentConfig(),
+        device=torch.device("cpu"),
+        images=16,
+    )
+    assert seconds > 0 and torch.equal(torch.get_rng_state(), before)
