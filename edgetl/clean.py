@@ -26,6 +26,11 @@ REBUILDABLE: tuple[tuple[str, str], ...] = (
         "(calibration/manifest.json keeps their sha256)",
     ),
     (
+        "calibration/histograms.npz",
+        "activation histograms of the calibration set; 'edgetl compile' counts them again when it calibrates with "
+        "entropy or percentile ranges",
+    ),
+    (
         "drift/embedder.onnx",
         "the drift embedder (the FP32 backbone); 'edgetl bundle RUN' exports it again with the drift reference",
     ),

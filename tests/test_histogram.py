@@ -88,3 +88,63 @@ def test_ranges_match_onnxruntime_calibrator_stride_for_stride(tmp_path, method,
         # The same bins up to float rounding of their edges (a grown histogram's edges are arange-d there,
         # linspace-d here): a value on an edge may change bins, moving a threshold by about a bin (1/2048).
         assert abs(got[name][0] - low) <= 1e-3 * span and abs(got[name][1] - high) <= 1e-3 * span, name
+
+
+def test_one_count_serves_every_method_and_is_kept_per_model_and_images(tmp_path, monkeypatch):
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    from edgetl.quantize import histogram
+
+    model = tmp_path / "tiny.onnx"
+    _model(model)
+    feeds = _feeds(40)
+    counted = []
+    collect = histogram.collect_histograms
+    monkeypatch.setattr(histogram, "collect_histograms", lambda *a, **k: counted.append(1) or collect(*a, **k))
+    store = tmp_path / "calibration" / histogram.STORE
+    store.parent.mkdir()
+    for method, symmetric in [("percentile", False), ("entropy", False), ("percentile", True)]:
+        expected = _onnxruntime_ranges(model, feeds, tmp_path, method=method, symmetric=symmetric, stride=16)
+        cache = tmp_path / f"{method}-{symmetric}.json"
+        histogram_ranges(
+            model, feeds, cache, method=method, symmetric=symmetric, percentile=99.9, stride=16, store=store
+        )
+        got = {name: tuple(float(v) for v in r.range_value) for name, r in load_tensors_data(cache).items()}
+        for name, (low, high) in expected.items():
+            span = max(high - low, 1e-6)
+            assert abs(got[name][0] - low) <= 1e-3 * span and abs(got[name][1] - high) <= 1e-3 * span, name
+    assert len(counted) == 1
+
+    # Other images: counted again (the store is keyed by model and images), and the store now holds those.
+    histogram_ranges(
+        model, _feeds(24), tmp_path / "other.json", method="entropy", symmetric=False, percentile=99.9, stride=16,
+        store=store,
+    )  # fmt: skip
+    assert len(counted) == 2
+    # A damaged store is counted again and replaced, not an error.
+    store.write_bytes(b"not an npz")
+    histogram_ranges(
+        model, feeds, tmp_path / "again.json", method="entropy", symmetric=False, percentile=99.9, stride=16,
+        store=store,
+    )  # fmt: skip
+    assert len(counted) == 3
+    assert histogram.Histograms.load(store, histogram._key(model, feeds, 16)) is not None
+
+
+def test_tensor_that_is_zero_until_a_later_stride_matches_onnxruntime(tmp_path):
+    """Tensors that stay at 0 for a whole first stride (black frames): onnxruntime anchors its bins at the first
+    non-zero reach."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    model = tmp_path / "tiny.onnx"
+    _model(model)
+    feeds = [{"input": np.zeros((1, 1, 12, 12), np.float32)} for _ in range(16)] + _feeds(24)
+    # Percentile only: entropy's search is quadratic in the bins, which grow a hundredfold here (in both).
+    for symmetric in (False, True):
+        expected = _onnxruntime_ranges(model, feeds, tmp_path, method="percentile", symmetric=symmetric, stride=16)
+        cache = tmp_path / f"{symmetric}.json"
+        histogram_ranges(model, feeds, cache, method="percentile", symmetric=symmetric, percentile=99.9, stride=16)
+        got = {name: tuple(float(v) for v in r.range_value) for name, r in load_tensors_data(cache).items()}
+        for name, (low, high) in expected.items():
+            span = max(high - low, 1e-6)
+            assert abs(got[name][0] - low) <= 1e-3 * span and abs(got[name][1] - high) <= 1e-3 * span, name

@@ -26,10 +26,12 @@ PIXELS = "uint8 NHWC pixels, normalised on load"
 
 @dataclass
 class CalibrationSet:
-    """Preprocessed calibration inputs (N, C, H, W) float32 and their manifest."""
+    """Preprocessed calibration inputs (N, C, H, W) float32 and their manifest; ``folder``: where they are kept
+    (histogram calibration keeps its counts there), None for a set made in memory."""
 
     tensors: np.ndarray
     manifest: dict[str, Any]
+    folder: Path | None = None
 
     def __len__(self) -> int:
         return len(self.tensors)
@@ -103,7 +105,7 @@ def build_calibration(
         "files": [{"path": s.path.as_posix(), "label": s.label, "sha256": s.sha256} for s in chosen],
     }
     write_json_atomic(out_dir / MANIFEST, manifest)
-    return CalibrationSet(tensors, manifest)
+    return CalibrationSet(tensors, manifest, out_dir)
 
 
 def load_calibration(out_dir: Path) -> CalibrationSet:
@@ -123,7 +125,7 @@ def load_calibration(out_dir: Path) -> CalibrationSet:
     stored = np.load(tensor_path, allow_pickle=False)
     if stored.dtype == np.uint8:
         stored = normalize(stored, PreprocessSpec.model_validate(manifest["preprocess"]))
-    return CalibrationSet(np.ascontiguousarray(stored, dtype=np.float32), manifest)
+    return CalibrationSet(np.ascontiguousarray(stored, dtype=np.float32), manifest, out_dir)
 
 
 class Feeds:

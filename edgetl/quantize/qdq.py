@@ -13,7 +13,7 @@ from edgetl.onnx_safety import check_onnx_file
 from edgetl.quantize.bias_correction import correct_biases, spread
 from edgetl.quantize.calibration import CalibrationSet, Feeds
 from edgetl.quantize.groups import node_group
-from edgetl.quantize.histogram import histogram_ranges
+from edgetl.quantize.histogram import STORE, histogram_ranges
 from edgetl.quiet import prints_muted
 
 __all__ = ["drop_unused_domains", "prepared_model", "quantize_qdq"]
@@ -96,6 +96,7 @@ def quantize_qdq(
                     symmetric=symmetric_activations,
                     percentile=percentile,
                     stride=HISTOGRAM_STRIDE,
+                    store=None if calib.folder is None else calib.folder / STORE,
                 )
         with prints_muted():
             quantize_static(
