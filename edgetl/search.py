@@ -83,9 +83,9 @@ class SearchResult:
     """The winning recipe, its cross-validated score, every trial, and the winner's out-of-fold logits."""
 
     recipe: Recipe
-    best_epoch: int
-    score: float
-    interval: list[float]
+    best_epoch: int | None  # None (and no score) when the search was skipped
+    score: float | None
+    interval: list[float] | None
     trials: list[dict[str, Any]]
     folds: int
     seconds: float
@@ -220,13 +220,12 @@ def run_search(
             log(reason)
             return SearchResult(
                 recipe=space.default,
-                best_epoch=0,
-                score=float("nan"),
-                interval=[],
+                best_epoch=None,
+                score=None,
+                interval=None,
                 trials=[],
                 folds=len(folds),
                 seconds=round(time.perf_counter() - started, 1),
-                notes=[reason],
                 skipped=reason,
             )
     sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=4)
@@ -390,9 +389,8 @@ def skip_note(*, spent: float, trial_seconds: float, budget_minutes: float) -> s
     return (
         f"No recipe search: one cross-validated trial of the default recipe would take about {trial_seconds:.0f} s "
         f"here, so the {budget_minutes:g} min budget ({spent:.0f} s of it spent building its inputs) cannot compare "
-        "two recipes. The default recipe is trained once, stopped on the validation split. For a real search give "
-        f"it at least {math.ceil((spent + 2 * trial_seconds) / 60)} min (--budget-minutes), train on a GPU "
-        "(--device cuda) or let several machines share the study (--study-storage)."
+        "two recipes. The default recipe is trained once, stopped on the validation split. "
+        + _more_search(f"give it at least {math.ceil((spent + 2 * trial_seconds) / 60)} min")
     )
 
 
@@ -405,8 +403,15 @@ def budget_note(
     took = f"; the default alone took {first_seconds:.0f} s" if first_seconds else ""
     return (
         f"only {completed} of {started} trial(s) completed within the {budget_minutes:g} min budget{took}: the recipe "
-        "is the default one, compared with no other. For a real search raise train.budget_minutes (--budget-minutes), "
-        "train on a GPU (--device cuda) or let several machines share the study (--study-storage)."
+        "is the default one, compared with no other. " + _more_search("raise train.budget_minutes")
+    )
+
+
+def _more_search(budget: str) -> str:
+    """The ways to a search that compares recipes: ``budget`` (what to do with the budget), a GPU, a shared study."""
+    return (
+        f"For a real search {budget} (--budget-minutes), train on a GPU (--device cuda) or let several machines "
+        "share the study (--study-storage)."
     )
 
 

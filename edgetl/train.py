@@ -425,8 +425,6 @@ def _search_or_reuse(
         "oof": "oof.npz" if result.oof_logits is not None else None,
         "skipped": result.skipped,
     }
-    if result.skipped:
-        record.update(best_epoch=None, cv_balanced_accuracy=None, cv_interval=None)
     out_dir.mkdir(parents=True, exist_ok=True)
     if result.oof_logits is not None:
         with atomic_path(out_dir / "oof.npz") as tmp, open(tmp, "wb") as handle:
@@ -455,7 +453,7 @@ def _search_or_reuse(
         + dump_config(build_config_from_dict(raw, source="recipe")),
     )
     write_json_atomic(search_file, record)
-    if result.skipped:
+    if result.score is None or result.interval is None:  # skipped: the build already said why
         return record, inputs
     console.print(
         f"recipe: {result.trials[[t['trial'] for t in result.trials].index(_best_trial(result))]['description']}, "
