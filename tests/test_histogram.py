@@ -121,13 +121,14 @@ def test_one_count_serves_every_method_and_is_kept_per_model_and_images(tmp_path
         store=store,
     )  # fmt: skip
     assert len(counted) == 2
-    # A damaged store is counted again and replaced, not an error.
-    store.write_bytes(b"not an npz")
-    histogram_ranges(
-        model, feeds, tmp_path / "again.json", method="entropy", symmetric=False, percentile=99.9, stride=16,
-        store=store,
-    )  # fmt: skip
-    assert len(counted) == 3
+    # A damaged store (not an archive, or one cut short) is counted again and replaced, not an error.
+    for damaged in (b"not an npz", store.read_bytes()[:200]):
+        store.write_bytes(damaged)
+        histogram_ranges(
+            model, feeds, tmp_path / "again.json", method="entropy", symmetric=False, percentile=99.9, stride=16,
+            store=store,
+        )  # fmt: skip
+    assert len(counted) == 4
     assert histogram.Histograms.load(store, histogram._key(model, feeds, 16)) is not None
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,7 @@ class Histograms:
                     high=data["high"],
                     reaches=data["reaches"],
                 )
-        except (OSError, KeyError, ValueError):
+        except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):
             return None
 
 
