@@ -39,16 +39,13 @@ def test_a_float32_calibration_file_from_an_earlier_run_still_loads(run_copy):
 
 def test_clean_removes_only_what_can_be_rebuilt_and_the_stages_rebuild_it(run_copy):
     copy, outside = run_copy
-    rebuildable = {
-        "bench/reference_logits.npz",
-        "calibration/calib.npy",
-        "calibration/histograms.npz",
-        "drift/embedder.onnx",
-    }
+    rebuildable = {"bench/reference_logits.npz", "calibration/calib.npy", "drift/embedder.onnx"}
+    if (copy / "calibration" / "histograms.npz").is_file():  # when the INT8 ladder reached histogram ranges
+        rebuildable.add("calibration/histograms.npz")
     before, around = file_hashes(copy), outside()
     dry = invoke(["clean", copy, "--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert "would remove 4 files" in dry.output and file_hashes(copy) == before
+    assert f"would remove {len(rebuildable)} files" in dry.output and file_hashes(copy) == before
     result = invoke(["clean", copy])
     assert result.exit_code == 0, result.output
     after = file_hashes(copy)
