@@ -40,7 +40,7 @@ FINE_BINS = 4096
 _BINS = {"entropy": 128, "percentile": 2048}
 _QUANTIZED_BINS = 128
 STORE = "histograms.npz"
-_FORMAT = "edgetl-histograms-1"
+_FORMAT = "edgetl-histograms-2"
 
 
 @dataclass
@@ -48,7 +48,6 @@ class _Tensor:
     """One tensor's fine signed histogram, grown as onnxruntime grows its own."""
 
     counts: np.ndarray | None = None  # None until a stride reaches past 0
-    first: float = 0.0  # the first non-zero reach: the grid's anchor
     reach: Any = None  # the grid covers [-reach, reach]
     zeros: int = 0  # values of strides seen before the grid existed (all 0)
     low: Any = None
@@ -71,7 +70,7 @@ class _Tensor:
             if reach == 0:
                 self.zeros += sum(p.size for p in parts)
                 return
-            self.first, self.reach = float(reach), reach
+            self.reach = reach  # the first non-zero reach anchors the grid
             self.counts = np.zeros(FINE_BINS, dtype=np.int64)
             self.counts[FINE_BINS // 2] += self.zeros
         elif reach > self.reach:
@@ -107,11 +106,14 @@ class Histograms:
     key: str
     names: list[str]
     counts: list[np.ndarray]
-    first: np.ndarray  # anchor reach per tensor (0: never non-zero)
     reach: np.ndarray  # final fine reach
     low: np.ndarray
     high: np.ndarray
     reaches: np.ndarray  # (tensors, strides): each stride's reach
+
+    def anchor(self, i: int) -> float:
+        """Tensor ``i``'s first non-zero stride reach, where its bins are anchored (0: never non-zero)."""
+        return float(next((r for r in self.reaches[i] if r), 0.0))
 
     def save(self, path: Path) -> None:
         arrays = {
@@ -120,7 +122,6 @@ class Histograms:
             "names": np.array(self.names),
             "sizes": np.array([len(c) for c in self.counts], dtype=np.int64),
             "counts": np.concatenate(self.counts) if self.counts else np.zeros(0, np.int64),
-            "first": self.first,
             "reach": self.reach,
             "low": self.low,
             "high": self.high,
@@ -142,7 +143,6 @@ class Histograms:
                     key=key,
                     names=[str(n) for n in data["names"]],
                     counts=[np.asarray(c) for c in counts],
-                    first=data["first"],
                     reach=data["reach"],
                     low=data["low"],
                     high=data["high"],
@@ -164,9 +164,12 @@ def _key(prepared: Path, batches: list[dict[str, np.ndarray]], stride: int) -> s
     return digest.hexdigest()
 
 
-def collect_histograms(prepared: Path, batches: list[dict[str, np.ndarray]], *, stride: int) -> Histograms:
+def collect_histograms(
+    prepared: Path, batches: list[dict[str, np.ndarray]], *, stride: int, key: str = ""
+) -> Histograms:
     """Run ``prepared`` (augmented by onnxruntime's calibrator, the tensors quantize_static calibrates) on
-    ``batches`` (one feed per image), ``stride`` images at a time, and count their activations."""
+    ``batches`` (one feed per image), ``stride`` images at a time, and count their activations; ``key``: what
+    they were counted for (see :meth:`Histograms.load`)."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
@@ -186,10 +189,9 @@ def collect_histograms(prepared: Path, batches: list[dict[str, np.ndarray]], *, 
     tensors = [collector.tensors[n] for n in names]
     strides = max((len(t.reaches) for t in tensors), default=0)
     return Histograms(
-        key="",
+        key=key,
         names=names,
         counts=[t.counts if t.counts is not None else np.array([t.zeros], dtype=np.int64) for t in tensors],
-        first=np.array([t.first for t in tensors], dtype=np.float64),
         reach=np.array([float(t.reach) if t.reach is not None else 0.0 for t in tensors], dtype=np.float64),
         low=np.array([t.low for t in tensors], dtype=np.float32),
         high=np.array([t.high for t in tensors], dtype=np.float32),
@@ -200,12 +202,12 @@ def collect_histograms(prepared: Path, batches: list[dict[str, np.ndarray]], *, 
 def _signed(h: Histograms, i: int, bins: int) -> tuple[Any, ...]:
     """onnxruntime's signed histogram of tensor ``i`` with ``bins`` starting bins: (hist, edges, min, max, reach)."""
     low, high = np.float32(h.low[i]), np.float32(h.high[i])
-    if h.first[i] == 0:  # never non-zero: np.histogram over (0, 0) widens the range to (-0.5, 0.5)
+    if h.anchor(i) == 0:  # never non-zero: np.histogram over (0, 0) widens the range to (-0.5, 0.5)
         hist = np.zeros(bins, dtype=np.int64)
         hist[bins // 2] = int(h.counts[i].sum())
         return hist, np.linspace(-0.5, 0.5, bins + 1, dtype=np.float32), low, high, np.float32(0)
     # Replay onnxruntime's growth of a ``bins``-bin histogram from the strides' reaches.
-    reach, count = np.float32(h.first[i]), bins
+    reach, count = np.float32(h.anchor(i)), bins
     for r in h.reaches[i]:
         r = np.float32(r)
         if r > reach:
@@ -223,7 +225,7 @@ def _signed(h: Histograms, i: int, bins: int) -> tuple[Any, ...]:
 def _absolute(h: Histograms, i: int) -> tuple[Any, ...]:
     """The histogram of |x| of tensor ``i`` (onnxruntime's symmetric percentile form): (hist, edges, min, max)."""
     low, high = np.float32(h.low[i]), np.float32(h.high[i])
-    if h.first[i] == 0:
+    if h.anchor(i) == 0:
         hist = np.zeros(FINE_BINS // 2, dtype=np.int64)
         hist[0] = int(h.counts[i].sum())
         return hist, np.linspace(-0.5, 0.5, len(hist) + 1, dtype=np.float32), low, high
@@ -262,8 +264,7 @@ def histogram_ranges(
     key = _key(prepared, batches, stride)
     histograms = Histograms.load(store, key) if store is not None and store.is_file() else None
     if histograms is None:
-        histograms = collect_histograms(prepared, batches, stride=stride)
-        histograms.key = key
+        histograms = collect_histograms(prepared, batches, stride=stride, key=key)
         if store is not None:
             histograms.save(store)
     collector = HistogramCollector(
