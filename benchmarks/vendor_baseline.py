@@ -106,6 +106,7 @@ def edgetl_artifacts(run: Path, threads: int, pixels: np.ndarray) -> dict[str, t
 
 
 def p50_ms(infer: Infer, x: np.ndarray, iterations: int) -> float:
+    time.sleep(0.05)  # the previous model's ONNX Runtime threads spin for a few ms after its last run
     for _ in range(10):
         infer(x)
     times = np.empty(iterations)

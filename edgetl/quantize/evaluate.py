@@ -16,6 +16,11 @@ from typing import Any
 import numpy as np
 
 _BATCH = 16
+# ONNX Runtime's pool threads spin for a few milliseconds after each run. Timed right after another session ran,
+# a model shares the cores with those spinning threads: in alternating blocks a model timed against a copy of
+# itself came out 1.5 x slower. A pause before each timed block lets them go to sleep; the runs themselves keep
+# the runtime's defaults (spinning on), as the line runs them.
+_SETTLE_S = 0.05
 
 
 def _session(path: Path, threads: int | None, *, unfused: bool = False) -> Any:
@@ -56,6 +61,7 @@ def logits_of(
 
 
 def _times_ms(run: Any, x: np.ndarray, runs: int) -> list[float]:
+    time.sleep(_SETTLE_S)
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
