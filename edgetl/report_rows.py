@@ -341,8 +341,17 @@ def _rung_row(rung: dict[str, Any]) -> list[str]:
         "-"
         if cost.get("build_seconds") is None
         else f"{cost['build_seconds']:.0f} + {cost.get('gate_seconds', 0):.0f}",
-        str(rung.get("note") or ""),
+        "; ".join(n for n in (_screen_note(gate), str(rung.get("note") or "")) if n),
     ]
+
+
+def _screen_note(gate: dict[str, Any]) -> str:
+    """How many images a rung's figures are on, where the gate screened it first (edgetl.quantize.gate)."""
+    if gate.get("screen"):
+        return f"passed on the first {gate['screen']['images']} images; figures on all {gate.get('images')}"
+    if gate.get("screened_out"):
+        return f"figures on the first {gate.get('images')} images only (failed there)"
+    return ""
 
 
 def ladder_tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:

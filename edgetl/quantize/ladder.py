@@ -1,6 +1,6 @@
 """The INT8 ladder: when a quantized model fails its accuracy gate, climb until a rung passes, measuring each.
 
-Rungs, in order (each scored by :func:`edgetl.quantize.gate.score_gate`, with its cost: size and batch-1 p50):
+Rungs, in order (each scored by :func:`edgetl.quantize.gate.screened_gate`, with its cost: size and batch-1 p50):
 
 1. the profile's recipe;
 2. other calibration recipes (``quantization.ladder.recipes``: method, per-channel on or off; ONNX Runtime and
@@ -30,7 +30,7 @@ from typing import Any
 
 from edgetl.quantize.calibration import CalibrationSet, ranges_file
 from edgetl.quantize.evaluate import logits_of, p50_ms, paired_p50_ms, size_bytes
-from edgetl.quantize.gate import GateData, gate_line, score_gate
+from edgetl.quantize.gate import GateData, gate_line, screened_gate
 from edgetl.quantize.settings import QuantizationSpec
 
 
@@ -90,8 +90,7 @@ def climb(
             started = time.perf_counter()
             details = build(path)
             built = time.perf_counter() - started
-            logits = logits_of(path, data.images, unfused=layout == "tensorrt")
-            gate = score_gate(logits, data, settings.gate)
+            gate, _ = screened_gate(partial(logits_of, path, unfused=layout == "tensorrt"), data, settings.gate)
             cost: dict[str, Any] = {
                 "size_bytes": size_bytes(path),
                 "build_seconds": round(built, 1),

@@ -36,8 +36,9 @@ class GateSpec(StrictModel):
     max_images: int = Field(
         1000,
         ge=1,
-        description="Images the gate scores, at most: the validation split, plus training images outside the "
-        "calibration set when the validation split is too small (dataset.json's validation.adequate).",
+        description="Images the gate scores, at most: the validation split, then training images outside the "
+        "calibration set (read for a candidate that passes on the validation split, or for every candidate when "
+        "that split is too small to trust on its own: dataset.json's validation.adequate).",
     )
 
 

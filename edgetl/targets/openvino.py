@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -55,10 +56,11 @@ class OpenVinoTarget(Target):
             details.update({"ir": "fp32", "inference_precision": "bf16", "bf16": reason})
             if gate is not None:
                 from edgetl.quantize.evaluate import logits_of
-                from edgetl.quantize.gate import gate_line, score_gate
+                from edgetl.quantize.gate import gate_line, screened_gate
 
-                logits = logits_of(out / MODEL_FILE, gate.images, precision="bf16")
-                scored = score_gate(logits, gate, profile.quantization.gate)
+                scored, _ = screened_gate(
+                    partial(logits_of, out / MODEL_FILE, precision="bf16"), gate, profile.quantization.gate
+                )
                 limits = profile.quantization.gate.model_dump()
                 details["gate"] = {**scored, "limits": limits, "line": gate_line(scored)}
         return self.artifact(profile, precision, MODEL_FILE, details)
