@@ -194,14 +194,22 @@ def check_rewrite(
     difference scaled by the logits' size, top-1 agreement (and the gate's figures for a quantized model).
     """
     float_spec, pixel_spec = spec.as_float(), spec.as_pixels()
+    scored: dict[str, Any] = {}
     with float_runner, pixel_runner:
         ref = np.concatenate([float_runner.infer(model_input(p, float_spec)) for p in pixels])
         got = np.concatenate([pixel_runner.infer(model_input(p, pixel_spec)) for p in pixels])
         if gate is not None and limits is not None:
+            from edgetl.quantize.gate import screened_gate
+
             gate_pixels = pixels_of(gate.images, spec)
             if not np.array_equal(normalize(gate_pixels, spec), gate.images):
                 raise PixelInputError("the accuracy gate's images are not normalised pixels; cannot re-gate the model")
-            gated = np.concatenate([pixel_runner.infer(gate_pixels[i : i + 1]) for i in range(len(gate_pixels))])
+
+            def pixel_logits(images: np.ndarray) -> np.ndarray:
+                batch = pixels_of(images, spec)
+                return np.concatenate([pixel_runner.infer(batch[i : i + 1]) for i in range(len(batch))])
+
+            scored = screened_gate(pixel_logits, gate, limits)
     diff = np.abs(ref - got).max(axis=1)
     scaled = diff / np.maximum(1.0, np.abs(ref).max(axis=1))
     result: dict[str, Any] = {
@@ -213,9 +221,8 @@ def check_rewrite(
     }
     hint = "set export.uint8_input: false to keep host-side normalisation, and report this model"
     if gate is not None and limits is not None:
-        from edgetl.quantize.gate import gate_line, score_gate
+        from edgetl.quantize.gate import gate_line
 
-        scored = score_gate(gated, gate, limits)
         result["gate"] = {**scored, "line": gate_line(scored), "source": gate.source}
         result["rule"] = "a quantized model: passes its accuracy gate with uint8 input where it passed with float"
         if not scored["passed"] and float_passed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -146,6 +147,17 @@ def test_a_quantized_rewrite_is_judged_by_its_accuracy_gate(tmp_path: Path):
         limits=limits,
     )
     assert check["gate"]["passed"] and check["gate"]["figures"]["agreement"]["value"] == 1.0
+    # A gate that screens on its first images judges the rewrite that passes there on all of them, as the ladder.
+    screened = check_rewrite(
+        OnnxRuntimeRunner(path, threads=1),
+        OnnxRuntimeRunner(good, threads=1),
+        _pixels(spec),
+        spec,
+        gate=dataclasses.replace(gate, screen=20),
+        limits=limits,
+    )
+    assert screened["gate"]["passed"] and screened["gate"]["images"] == 40
+    assert screened["gate"]["screen"]["images"] == 20
     wrong = tmp_path / "wrong.onnx"
     onnx_pixel_input(path, wrong, spec.model_copy(update={"mean": [m + 0.3 for m in spec.mean]}))
     runners = lambda: (OnnxRuntimeRunner(path, threads=1), OnnxRuntimeRunner(wrong, threads=1))  # noqa: E731

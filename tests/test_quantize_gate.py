@@ -50,16 +50,16 @@ def _flipping(data: GateData, flipped: np.ndarray, calls: list[int]):
 
 def test_a_candidate_that_fails_the_screen_is_not_read_further():
     data, calls = _indexed_gate(150, 50), []
-    gate, logits = screened_gate(_flipping(data, np.arange(0, 10), calls), data, GateSpec())
-    assert calls == [50] and len(logits) == 50
+    gate = screened_gate(_flipping(data, np.arange(0, 10), calls), data, GateSpec())
+    assert calls == [50]
     assert not gate["passed"] and gate["screened_out"] and gate["images"] == 50
     assert gate["source"] == "the first 50 generated logits"
 
 
 def test_a_candidate_that_passes_the_screen_by_luck_is_judged_on_every_image():
     data, calls = _indexed_gate(150, 50), []
-    gate, logits = screened_gate(_flipping(data, np.arange(60, 75), calls), data, GateSpec())
-    assert calls == [50, 100] and len(logits) == 150
+    gate = screened_gate(_flipping(data, np.arange(60, 75), calls), data, GateSpec())
+    assert calls == [50, 100]
     assert gate["images"] == 150 and gate["source"] == "150 generated logits"
     assert not gate["passed"] and "agreement" in gate["failed"]
     assert gate["figures"]["agreement"]["value"] == pytest.approx(135 / 150)
@@ -68,10 +68,10 @@ def test_a_candidate_that_passes_the_screen_by_luck_is_judged_on_every_image():
 
 def test_a_faithful_candidate_passes_on_every_image_and_without_a_screen_all_are_read_at_once():
     data, calls = _indexed_gate(150, 50), []
-    gate, _ = screened_gate(_flipping(data, np.array([], int), calls), data, GateSpec())
+    gate = screened_gate(_flipping(data, np.array([], int), calls), data, GateSpec())
     assert calls == [50, 100] and gate["passed"] and gate["images"] == 150
     unscreened, calls = _indexed_gate(150, None), []
-    gate, _ = screened_gate(_flipping(unscreened, np.arange(0, 10), calls), unscreened, GateSpec())
+    gate = screened_gate(_flipping(unscreened, np.arange(0, 10), calls), unscreened, GateSpec())
     assert calls == [150] and not gate["passed"] and "screen" not in gate
 
 

@@ -136,23 +136,20 @@ def score_gate(logits: np.ndarray, data: GateData, spec: GateSpec) -> dict[str, 
     }
 
 
-def screened_gate(
-    logits_for: Callable[[np.ndarray], np.ndarray], data: GateData, spec: GateSpec
-) -> tuple[dict[str, Any], np.ndarray]:
-    """The gate of a candidate whose logits on given images ``logits_for`` computes, and its logits on the images
-    read: first on ``data.screen`` images; on all of them only when it passes there. A candidate that fails the
-    screen is recorded with the screen's figures (``screened_out``); one that passes is judged on every image,
-    with the screen's line kept beside."""
+def screened_gate(logits_for: Callable[[np.ndarray], np.ndarray], data: GateData, spec: GateSpec) -> dict[str, Any]:
+    """The gate of a candidate whose logits on given images ``logits_for`` computes: first on ``data.screen``
+    images; on all of them only when it passes there. A candidate that fails the screen is recorded with the
+    screen's figures (``screened_out``); one that passes is judged on every image, with the screen's line kept
+    beside."""
     n = data.screen
     if n is None or n >= len(data.images):
-        logits = logits_for(data.images)
-        return score_gate(logits, data, spec), logits
+        return score_gate(logits_for(data.images), data, spec)
     first = logits_for(data.images[:n])
     screened = score_gate(first, data.head(n), spec)
     if not screened["passed"]:
-        return {**screened, "screened_out": True}, first
+        return {**screened, "screened_out": True}
     logits = np.concatenate([first, logits_for(data.images[n:])])
-    return {**score_gate(logits, data, spec), "screen": {"images": n, "line": gate_line(screened)}}, logits
+    return {**score_gate(logits, data, spec), "screen": {"images": n, "line": gate_line(screened)}}
 
 
 def gate_line(gate: dict[str, Any]) -> str:

@@ -90,7 +90,7 @@ def climb(
             started = time.perf_counter()
             details = build(path)
             built = time.perf_counter() - started
-            gate, _ = screened_gate(partial(logits_of, path, unfused=layout == "tensorrt"), data, settings.gate)
+            gate = screened_gate(partial(logits_of, path, unfused=layout == "tensorrt"), data, settings.gate)
             cost: dict[str, Any] = {
                 "size_bytes": size_bytes(path),
                 "build_seconds": round(built, 1),

@@ -58,7 +58,7 @@ class OpenVinoTarget(Target):
                 from edgetl.quantize.evaluate import logits_of
                 from edgetl.quantize.gate import gate_line, screened_gate
 
-                scored, _ = screened_gate(
+                scored = screened_gate(
                     partial(logits_of, out / MODEL_FILE, precision="bf16"), gate, profile.quantization.gate
                 )
                 limits = profile.quantization.gate.model_dump()
