@@ -176,15 +176,15 @@ def test_tensorrt_candidates_are_gated_and_ranked_node_by_node_as_tensorrt_compu
 
     seen: list[tuple[str, bool]] = []
 
-    def spy(module: object):
-        def logits_of(path: Path, images: np.ndarray, **kwargs: object) -> np.ndarray:
+    def spy(module: object, name: str):
+        def run(path: Path, *args: object, **kwargs: object) -> object:
             seen.append((module.__name__, bool(kwargs.get("unfused"))))
-            return evaluate.logits_of(path, images, **kwargs)
+            return getattr(evaluate, name)(path, *args, **kwargs)
 
-        return logits_of
+        return run
 
-    monkeypatch.setattr(ladder, "logits_of", spy(ladder))
-    monkeypatch.setattr(sensitivity, "logits_of", spy(sensitivity))
+    monkeypatch.setattr(ladder, "logits_fn", spy(ladder, "logits_fn"))
+    monkeypatch.setattr(sensitivity, "logits_of", spy(sensitivity, "logits_of"))
     path, calib, data = planted
     quantize(path, calib, out=tmp_path / "q.onnx", layout="tensorrt", settings=_settings(recipes=[]), gate=data)
     assert {m for m, _ in seen} == {ladder.__name__, sensitivity.__name__}

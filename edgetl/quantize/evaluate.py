@@ -10,6 +10,7 @@ pairs of products of full-range weights, which is no property of the model.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +52,25 @@ def _runner(path: Path, precision: str, threads: int | None, *, unfused: bool = 
     return lambda x: np.asarray(session.run(None, {name: x})[0])
 
 
+def logits_fn(
+    path: Path, *, precision: str = "f32", threads: int | None = None, unfused: bool = False
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from images (N, C, H, W) to the logits of ``path`` (an ONNX file or an OpenVINO IR), loading the
+    model once for every call (a gate that screens reads a candidate twice); ``unfused``: an ONNX file node by node
+    (a TensorRT QDQ model)."""
+    run = _runner(path, precision, threads, unfused=unfused)
+
+    def logits(images: np.ndarray) -> np.ndarray:
+        return np.concatenate([run(images[i : i + _BATCH]) for i in range(0, len(images), _BATCH)]).astype(np.float32)
+
+    return logits
+
+
 def logits_of(
     path: Path, images: np.ndarray, *, precision: str = "f32", threads: int | None = None, unfused: bool = False
 ) -> np.ndarray:
-    """Logits of ``path`` (an ONNX file or an OpenVINO IR) on ``images`` (N, C, H, W); ``unfused``: an ONNX file
-    node by node (a TensorRT QDQ model)."""
-    run = _runner(path, precision, threads, unfused=unfused)
-    return np.concatenate([run(images[i : i + _BATCH]) for i in range(0, len(images), _BATCH)]).astype(np.float32)
+    """Logits of ``path`` on ``images`` (see :func:`logits_fn`)."""
+    return logits_fn(path, precision=precision, threads=threads, unfused=unfused)(images)
 
 
 def _times_ms(run: Any, x: np.ndarray, runs: int) -> list[float]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.quantize.calibration import CalibrationSet, ranges_file
-from edgetl.quantize.evaluate import logits_of, p50_ms, paired_p50_ms, size_bytes
+from edgetl.quantize.evaluate import logits_fn, p50_ms, paired_p50_ms, size_bytes
 from edgetl.quantize.gate import GateData, gate_line, screened_gate
 from edgetl.quantize.settings import QuantizationSpec
 
@@ -90,7 +90,7 @@ def climb(
             started = time.perf_counter()
             details = build(path)
             built = time.perf_counter() - started
-            gate = screened_gate(partial(logits_of, path, unfused=layout == "tensorrt"), data, settings.gate)
+            gate = screened_gate(logits_fn(path, unfused=layout == "tensorrt"), data, settings.gate)
             cost: dict[str, Any] = {
                 "size_bytes": size_bytes(path),
                 "build_seconds": round(built, 1),

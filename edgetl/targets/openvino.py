@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -55,12 +54,10 @@ class OpenVinoTarget(Target):
             # the fp32 artifact is the fallback).
             details.update({"ir": "fp32", "inference_precision": "bf16", "bf16": reason})
             if gate is not None:
-                from edgetl.quantize.evaluate import logits_of
+                from edgetl.quantize.evaluate import logits_fn
                 from edgetl.quantize.gate import gate_line, screened_gate
 
-                scored = screened_gate(
-                    partial(logits_of, out / MODEL_FILE, precision="bf16"), gate, profile.quantization.gate
-                )
+                scored = screened_gate(logits_fn(out / MODEL_FILE, precision="bf16"), gate, profile.quantization.gate)
                 limits = profile.quantization.gate.model_dump()
                 details["gate"] = {**scored, "limits": limits, "line": gate_line(scored)}
         return self.artifact(profile, precision, MODEL_FILE, details)
