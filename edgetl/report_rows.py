@@ -31,7 +31,7 @@ def artifact_name(a: dict[str, Any]) -> str:
     """'cpu int8', or 'cpu int8 (fp16 model)' when the INT8 ladder fell through to a floating-point rung."""
     ladder = (a.get("details") or {}).get("ladder")  # a dict; a list of rungs in some reports
     kind = ladder.get("kind") if isinstance(ladder, dict) else None
-    fell = a["precision"] == "int8" and kind in ("fp16", "fp32")
+    fell = a["precision"] == "int8" and kind in ("bf16", "fp16", "fp32")
     return f"{a['target']} {a['precision']}" + (f" ({kind} model)" if fell else "")
 
 
@@ -387,6 +387,8 @@ def ladder_outcomes(report: dict[str, Any]) -> list[str]:
             ranked = ", ".join(f"{s['group']} (agreement {s['agreement']:.3f}, error {s['error']:.3g})"
                                for s in sensitivity[:5])  # fmt: skip
             lines.append(f"{artifact_name(a)}: most sensitive groups, each quantized alone: {ranked}.")
+        if ladder.get("bf16_skipped"):
+            lines.append(f"{artifact_name(a)}: {ladder['bf16_skipped']}.")
     return lines
 
 

@@ -44,13 +44,15 @@ def host_runner(path: Path, precision: str) -> Runner:
     return OnnxRuntimeRunner(path, threads=None, optimization="none" if precision == "int8" else "all")
 
 
-def _artifact_runner(profile: TargetProfile, path: Path, precision: str = "fp32") -> Runner:
+def _artifact_runner(
+    profile: TargetProfile, path: Path, precision: str = "fp32", details: dict[str, Any] | None = None
+) -> Runner:
     """The runtime's runner for a CPU artifact, opened as the bundle will be on the line."""
     if profile.backend == "openvino":
-        from edgetl.runtime.openvino import OpenVinoRunner
+        from edgetl.runtime.openvino import OpenVinoRunner, precision_options
 
-        hint = "bf16" if precision == "bf16" else "f32"
-        return OpenVinoRunner(path, profile.device, threads=None, inference_precision=hint)
+        options = precision_options(details or {}, precision=precision)
+        return OpenVinoRunner(path, profile.device, threads=None, **options)
     from edgetl.runtime.onnxruntime import OnnxRuntimeRunner
 
     return OnnxRuntimeRunner(path, threads=None)
@@ -208,13 +210,18 @@ def _runtime_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) ->
                 "installed), then 'edgetl bundle'.",
             )
         models[precision] = model_files(profile.backend, precision, folder, artifact.model_file)
+        # How the runtime runs it (the INT8 ladder may land on the FP32 IR run in bf16) travels with the model.
+        models[precision].extra.update(
+            {k: artifact.details[k] for k in ("inference_precision", "bf16_fallback") if k in artifact.details}
+        )
         details[precision] = artifact.details
         validated[precision] = _bench_figures(entry, report_file)
     kinds = {s.model_dump_json() for s in specs.values()}
     spec = next(iter(specs.values())) if len(kinds) == 1 else PreprocessSpec.model_validate(meta["preprocess"])
     x_val, _, names_val = split_pixels(dataset, spec, "val")
     val_logits: dict[str, np.ndarray] = {
-        p: _logits(_artifact_runner(profile, m.files[m.main], p), x_val, specs[p]) for p, m in models.items()
+        p: _logits(_artifact_runner(profile, m.files[m.main], p, details[p]), x_val, specs[p])
+        for p, m in models.items()
     }
     cpu = report.get("host", {}).get("cpu", "the build host")
     return _write(

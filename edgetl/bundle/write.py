@@ -40,7 +40,7 @@ DRIFT_EMBEDDER = "drift/embedder.onnx"
 # Max |logit difference| allowed against the bundle's reference logits, by precision. TensorRT FP32 and FP16
 # engines are compared with the FP32 logits, INT8 engines with the QDQ model's; other backends with the same
 # artifact's logits on the build host (another CPU may pick other kernels).
-TOLERANCE = {"fp32": 0.05, "fp16": 0.25, "int8": 0.5}
+TOLERANCE = {"fp32": 0.05, "fp16": 0.25, "bf16": 0.5, "int8": 0.5}
 MIN_MARGIN = 2 * max(TOLERANCE.values())  # golden images whose top-1 cannot flip within tolerance
 
 
@@ -123,6 +123,7 @@ def _triton(
             gpu=gpu,
             reject=thresholds.get(precision),
             pixels=spec.takes_pixels,
+            bf16=precision in models and models[precision].extra.get("inference_precision") == "bf16",
         )
         written.extend(write_model(root, model, files))
         return model.name

@@ -31,6 +31,7 @@ class TritonModel:
     output_name: str = "logits"
     reject: dict[str, Any] | None = None  # thresholds.json's entry: travels as model parameters
     pixels: bool = False  # True: uint8 NHWC pixels in (the model normalises them), else float32 NCHW
+    bf16: bool = False  # OpenVINO: run in bf16 (the backend's HINT_BF16)
 
 
 def model_config(model: TritonModel) -> str:
@@ -67,6 +68,15 @@ def model_config(model: TritonModel) -> str:
     ]
     if model.max_batch_size:
         lines += ["dynamic_batching { }"]
+    if model.bf16:
+        lines += [
+            "# bf16 inference, as gated on the build host; on a CPU without AMX or AVX512-BF16 OpenVINO would emulate",
+            "# it, slower than f32: remove this parameter there (the model is the FP32 IR).",
+            "parameters {",
+            '  key: "HINT_BF16"',
+            '  value: { string_value: "YES" }',
+            "}",
+        ]
     if model.reject:
         for key, value in (
             ("edgetl_good_class", model.reject["good_class"]),

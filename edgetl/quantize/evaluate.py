@@ -98,12 +98,19 @@ def p50_ms(
 
 
 def paired_p50_ms(
-    path: Path, reference: Path, image: np.ndarray, *, threads: int | None = None, blocks: int = 6, runs: int = 15
+    path: Path,
+    reference: Path,
+    image: np.ndarray,
+    *,
+    precision: str = "f32",
+    threads: int | None = None,
+    blocks: int = 6,
+    runs: int = 15,
 ) -> tuple[float, float]:
-    """Median batch-1 latency in ms of ``path`` and of ``reference``, timed in alternating blocks: a host that
-    gets busier or quieter meanwhile slows both alike, so the two compare (the ladder's latency cap). Each
-    figure is the median of its blocks' medians."""
-    runs_of = [_runner(path, "f32", threads), _runner(reference, "f32", threads)]
+    """Median batch-1 latency in ms of ``path`` (run in ``precision``) and of ``reference`` (f32), timed in
+    alternating blocks: a host that gets busier or quieter meanwhile slows both alike, so the two compare (the
+    ladder's latency cap). Each figure is the median of its blocks' medians."""
+    runs_of = [_runner(path, precision, threads), _runner(reference, "f32", threads)]
     x = _one_image(image)
     medians: list[list[float]] = [[], []]
     for run in runs_of:

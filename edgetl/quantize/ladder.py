@@ -11,8 +11,9 @@ Rungs, in order (each scored by :func:`edgetl.quantize.gate.screened_gate`, with
    in floating point, one more at a time, up to ``max_float_groups`` and while the model stays faster than FP32
    (``max_latency_ratio``, each rung timed against FP32 in alternating blocks; TensorRT's speed is the device's,
    so no cap there);
-4. FP16 (OpenVINO: FP16 weights; ONNX Runtime's CPU provider has no FP16 kernels worth it, TensorRT builds its
-   own FP16 artifact from the profile);
+4. BF16 (OpenVINO, ``bf16``: the FP32 IR run in bf16, where the build host's CPU has AMX or AVX512-BF16; gated
+   and under the latency cap like a mixed rung), then FP16 (OpenVINO: FP16 weights; ONNX Runtime's CPU provider
+   has no FP16 kernels worth it, TensorRT builds its own FP16 artifact from the profile);
 5. FP32 (ONNX Runtime and OpenVINO).
 
 The artifact lands on the first rung that passes, and records every rung, the sensitivity ranking and why.
@@ -45,6 +46,11 @@ def _float_ir(onnx_path: Path, out: Path, *, fp16: bool) -> dict[str, Any]:
 
     ov.save_model(ov.convert_model(str(onnx_path)), str(out), compress_to_fp16=fp16)
     return {"ir": "fp16 weights" if fp16 else "fp32"}
+
+
+def _bf16_ir(onnx_path: Path, out: Path) -> dict[str, Any]:
+    """The FP32 IR, to run in bf16; a CPU without native BF16 runs it in f32 (``bf16_fallback``)."""
+    return {**_float_ir(onnx_path, out, fp16=False), "inference_precision": "bf16", "bf16_fallback": "f32"}
 
 
 def climb(
@@ -82,25 +88,34 @@ def climb(
         fp32_ms = p50_ms(fp32_file, data.images[0]) if timed else None
 
         def attempt(
-            kind: str, name: str, build: Callable[[Path], dict[str, Any]], *, paired: bool = False, **extra: Any
+            kind: str,
+            name: str,
+            build: Callable[[Path], dict[str, Any]],
+            *,
+            paired: bool = False,
+            precision: str = "f32",
+            **extra: Any,
         ) -> dict[str, Any]:
-            """Build, gate and cost one rung; ``paired`` times it against FP32 in alternating blocks, now (the
-            latency cap's yardstick: a figure from a calmer minute is none)."""
+            """Build, gate and cost one rung (run in ``precision``); ``paired`` times it against FP32 in
+            alternating blocks, now (the latency cap's yardstick: a figure from a calmer minute is none)."""
             path = folder / f"rung{len(rungs)}{suffix}"
             started = time.perf_counter()
             details = build(path)
             built = time.perf_counter() - started
-            gate = screened_gate(logits_fn(path, unfused=layout == "tensorrt"), data, settings.gate)
+            run = logits_fn(path, precision=precision, unfused=layout == "tensorrt")
+            gate = screened_gate(run, data, settings.gate)
             cost: dict[str, Any] = {
                 "size_bytes": size_bytes(path),
                 "build_seconds": round(built, 1),
                 "gate_seconds": round(time.perf_counter() - started - built, 1),
             }
             if timed and paired:
-                cost["p50_ms"], cost["fp32_p50_ms"] = paired_p50_ms(path, fp32_file, data.images[0])
+                cost["p50_ms"], cost["fp32_p50_ms"] = paired_p50_ms(
+                    path, fp32_file, data.images[0], precision=precision
+                )
                 cost["timed"] = "paired with FP32"
             elif timed:
-                cost["p50_ms"] = p50_ms(path, data.images[0])
+                cost["p50_ms"] = p50_ms(path, data.images[0], precision=precision)
                 cost["fp32_p50_ms"] = fp32_ms
             record = {"rung": len(rungs) + 1, "kind": kind, "name": name, **extra, "passed": gate["passed"]}
             record.update({"gate": gate, "cost": cost})
@@ -108,7 +123,22 @@ def climb(
             candidates.append((record, path, details))
             return record
 
+        cap = ladder.max_latency_ratio
+
+        def over_cap(record: dict[str, Any]) -> bool:
+            """Fail ``record`` (and say why) when it is not faster than FP32 by the latency cap."""
+            ms, ref_ms = record["cost"].get("p50_ms"), record["cost"].get("fp32_p50_ms")
+            if cap is None or ms is None or not ref_ms or ms < cap * ref_ms:
+                return False
+            record["passed"] = False
+            record["note"] = f"over the latency cap: {ms:.2f} ms >= {cap:g} x FP32's {ref_ms:.2f} ms"
+            return True
+
         corrects = layout != "openvino" and settings.bias_correction > 0
+
+        def correction(flag: bool) -> dict[str, Any]:
+            """A rung's record of its bias correction, where the profile corrects biases."""
+            return {"bias_correction": flag} if corrects else {}
 
         def recipe_name(method: str, per_channel: bool, corrected: bool = True) -> str:
             weights = "per-channel" if per_channel else "per-tensor"
@@ -121,7 +151,7 @@ def climb(
             "int8",
             "int8 (the profile's recipe)" if layout == "openvino" else recipe_name(method, per_channel),
             lambda p: quantize_once(p),
-            **({"bias_correction": True} if corrects else {}),
+            **correction(True),
         )
         landed: dict[str, Any] | None = first if first["passed"] else None
         why = "the profile's INT8 recipe passed its gate" if landed else ""
@@ -147,7 +177,7 @@ def climb(
                     partial(quantize_once, method=option[0], per_channel=option[1], bias_correction=option[2]),
                     method=option[0],
                     per_channel=option[1],
-                    **({"bias_correction": option[2]} if corrects else {}),
+                    **correction(option[2]),
                 )
                 if record["passed"]:
                     landed, why = record, f"the profile's recipe failed its gate; {name} passed"
@@ -173,7 +203,6 @@ def climb(
                 ranges_cache=None if ranges is None else ranges_file(ranges, base_method),
             )
             sensitivity_seconds = round(time.perf_counter() - ranked_at, 1)
-            cap = ladder.max_latency_ratio
             for k in range(1, min(ladder.max_float_groups, len(sensitivity)) + 1):
                 groups = [s["group"] for s in sensitivity[:k]]
                 record = attempt(
@@ -188,12 +217,9 @@ def climb(
                     ),
                     paired=cap is not None,
                     float_groups=groups,
-                    **({"bias_correction": base_corrected} if corrects else {}),
+                    **correction(base_corrected),
                 )
-                ms, ref_ms = record["cost"].get("p50_ms"), record["cost"].get("fp32_p50_ms")
-                if cap is not None and ms is not None and ref_ms and ms >= cap * ref_ms:
-                    record["passed"] = False
-                    record["note"] = f"over the latency cap: {ms:.2f} ms >= {cap:g} x FP32's {ref_ms:.2f} ms"
+                if over_cap(record):
                     break
                 if record["passed"]:
                     landed = record
@@ -202,17 +228,32 @@ def climb(
                         f"measured sensitivity) in floating point passed"
                     )
                     break
+        bf16_skipped: str | None = None
+        if landed is None and layout == "openvino" and ladder.bf16:
+            from edgetl.runtime.cpu_features import bf16_support
+
+            native, reason = bf16_support()
+            if native:
+                build = partial(_bf16_ir, onnx_path)
+                record = attempt("bf16", "bf16 (the FP32 IR run in bf16)", build, paired=True, precision="bf16")
+                if not over_cap(record) and record["passed"]:
+                    landed, why = record, f"no INT8 or mixed rung passed its gate; bf16 passed ({reason})"
+            else:
+                bf16_skipped = f"no bf16 rung: {reason}"
         if landed is None and layout == "openvino":
             record = attempt("fp16", "fp16 weights", lambda p: _float_ir(onnx_path, p, fp16=True))
             if record["passed"]:
-                landed, why = record, "no INT8 or mixed rung passed its gate; FP16 weights passed"
+                before = "INT8, mixed or bf16" if any(r["kind"] == "bf16" for r in rungs) else "INT8 or mixed"
+                landed, why = record, f"no {before} rung passed its gate; FP16 weights passed"
         if landed is None and layout != "tensorrt":
             record = attempt(
                 "fp32",
                 "fp32",
                 lambda p: _float_ir(onnx_path, p, fp16=False) if layout == "openvino" else _copy(onnx_path, p),
             )
-            landed, why = record, "no INT8, mixed or FP16 rung passed its gate; the artifact is the FP32 model"
+            kinds = ["INT8", "mixed"] + [k for k in ("bf16", "fp16") if any(r["kind"] == k for r in rungs)]
+            before = f"{', '.join(kinds[:-1])} or {kinds[-1]}".replace("fp16", "FP16")
+            landed, why = record, f"no {before} rung passed its gate; the artifact is the FP32 model"
         if landed is None:
             landed = max(rungs, key=lambda r: r["gate"]["figures"]["agreement"]["value"])
             why = (
@@ -233,6 +274,7 @@ def climb(
         "sensitivity_seconds": sensitivity_seconds,
         "seconds": round(time.perf_counter() - climbed_at, 1),
         "enabled": ladder.enabled,
+        **({"bf16_skipped": bf16_skipped} if bf16_skipped else {}),
     }
     return details
 

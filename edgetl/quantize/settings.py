@@ -80,6 +80,12 @@ class LadderSpec(StrictModel):
         "timed against FP32 in alternating blocks); None: no latency cap.",
     )
     sensitivity_images: int = Field(64, ge=1, description="Gate images the per-group sensitivity is measured on.")
+    bf16: bool = Field(
+        True,
+        description="OpenVINO: before FP16 weights, try the FP32 IR run in bf16 (gated, and under the latency cap) "
+        "where the build host's CPU runs BF16 natively (AMX or AVX512-BF16); on a CPU without it the line runs "
+        "that artifact in f32.",
+    )
 
 
 class QuantizationSpec(StrictModel):

@@ -303,14 +303,10 @@ class Bundle:
 
             return OnnxRuntimeRunner(path, threads=threads)
         if backend == "openvino":
-            from edgetl.runtime.openvino import OpenVinoRunner
+            from edgetl.runtime.openvino import OpenVinoRunner, precision_options
 
-            return OpenVinoRunner(
-                path,
-                device or str(self.profile.get("device", "CPU")),
-                threads=threads,
-                inference_precision="bf16" if precision == "bf16" else "f32",
-            )
+            options = precision_options(self.manifest["models"][precision], precision=precision)
+            return OpenVinoRunner(path, device or str(self.profile.get("device", "CPU")), threads=threads, **options)
         if backend != "tensorrt":
             raise BundleError(f"{self.folder / MANIFEST} names an unknown backend {backend!r}; rebuild the bundle.")
         if device in ("cpu", "CPU"):

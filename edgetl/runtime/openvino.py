@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,14 @@ def require_bf16(what: Path | str) -> str:
     return reason
 
 
+def precision_options(facts: Mapping[str, Any], *, precision: str = "fp32") -> dict[str, Any]:
+    """The runner's precision keywords from an artifact's details or a bundle's model entry: the inference
+    precision they name (else bf16 for a ``precision`` of bf16, f32 otherwise), and whether a CPU without BF16 may
+    run it in f32 (the INT8 ladder's BF16 rung) instead of refusing."""
+    hint = facts.get("inference_precision", "bf16" if precision == "bf16" else "f32")
+    return {"inference_precision": str(hint), "bf16_fallback": facts.get("bf16_fallback") == "f32"}
+
+
 def _cores() -> int:
     """CPU cores this process may run on (its affinity, as containers set it)."""
     try:
@@ -51,15 +59,32 @@ class OpenVinoRunner(Runner):
     runtime = "openvino"
     concurrent = True  # one infer request per calling thread
 
-    def __init__(self, xml: Path, device: str, *, threads: int | None, inference_precision: str = "f32") -> None:
+    def __init__(
+        self,
+        xml: Path,
+        device: str,
+        *,
+        threads: int | None,
+        inference_precision: str = "f32",
+        bf16_fallback: bool = False,
+    ) -> None:
+        """``bf16_fallback``: where the CPU has no native BF16, run a bf16 model in f32 (the INT8 ladder's BF16
+        rung: the FP32 IR, so f32 is closer to FP32 still) instead of refusing; ``inference_precision`` then says
+        f32."""
         if not has_package("openvino"):
             raise BackendUnavailable(f"OpenVINO is not installed here; {INSTALL_HINT}.")
         import openvino as ov
 
         xml = Path(xml)
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-        if inference_precision == "bf16":
-            require_bf16(xml)
+        if inference_precision == "bf16" and device == "CPU":
+            if bf16_fallback:
+                from edgetl.runtime.cpu_features import bf16_support
+
+                inference_precision = "bf16" if bf16_support()[0] else "f32"
+            else:
+                require_bf16(xml)
+        self.inference_precision = inference_precision
         if device == "CPU":
             # f32 unless the artifact is bf16: on CPUs with bf16 units OpenVINO would otherwise pick bf16 silently.
             config["INFERENCE_PRECISION_HINT"] = inference_precision

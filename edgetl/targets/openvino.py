@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from edgetl.errors import MissingInputError
 from edgetl.onnx_safety import check_onnx_file
 from edgetl.quantize import CalibrationSet, GateData, quantize
-from edgetl.runtime.openvino import OpenVinoRunner, require_bf16
+from edgetl.runtime.openvino import OpenVinoRunner, precision_options, require_bf16
 from edgetl.targets.base import Artifact, Runner, Target
 from edgetl.targets.profiles import Precision, TargetProfile
 
@@ -63,20 +63,20 @@ class OpenVinoTarget(Target):
         return self.artifact(profile, precision, MODEL_FILE, details)
 
     def load(self, artifact: Artifact, *, threads: int | None = None) -> Runner:
-        precision = str(artifact.details.get("inference_precision", "f32"))
-        return OpenVinoRunner(artifact.model_path, artifact.device, threads=threads, inference_precision=precision)
+        options = precision_options(artifact.details)
+        return OpenVinoRunner(artifact.model_path, artifact.device, threads=threads, **options)
 
     def to_pixel_input(
         self, artifact: Artifact, folder: Path, spec: Any, pixels: Any, *, gate: Any = None, limits: Any = None
     ) -> dict[str, Any] | None:
         from edgetl.pixel_input import gate_passed, openvino_pixel_input, rewrite_checked
 
-        precision = str(artifact.details.get("inference_precision", "f32"))
+        options = precision_options(artifact.details)
         return rewrite_checked(
             folder / artifact.model_file,
             folder / "model.pixels.xml",
             lambda model, staged: openvino_pixel_input(model, staged, spec),
-            lambda path: OpenVinoRunner(path, artifact.device, threads=None, inference_precision=precision),
+            lambda path: OpenVinoRunner(path, artifact.device, threads=None, **options),
             pixels,
             spec,
             gate=gate,
