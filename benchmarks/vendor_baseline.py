@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.quantize.evaluate import times_ms
+
 Infer = Callable[[np.ndarray], object]
 
 
@@ -106,15 +108,10 @@ def edgetl_artifacts(run: Path, threads: int, pixels: np.ndarray) -> dict[str, t
 
 
 def p50_ms(infer: Infer, x: np.ndarray, iterations: int) -> float:
-    time.sleep(0.05)  # the previous model's ONNX Runtime threads spin for a few ms after its last run
-    for _ in range(10):
-        infer(x)
-    times = np.empty(iterations)
-    for i in range(iterations):
-        t0 = time.perf_counter()
-        infer(x)
-        times[i] = time.perf_counter() - t0
-    return float(np.median(times) * 1e3)
+    """Batch-1 p50 after warm-up; each timed block starts after the ladder's pause (the previous model's ONNX
+    Runtime threads spin for a few ms after its last run)."""
+    times_ms(infer, x, 10)
+    return float(np.median(times_ms(infer, x, iterations)))
 
 
 def images_per_s(infer: Infer, x: np.ndarray, seconds: float = 1.0) -> float | None:

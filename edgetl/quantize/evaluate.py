@@ -73,7 +73,9 @@ def logits_of(
     return logits_fn(path, precision=precision, threads=threads, unfused=unfused)(images)
 
 
-def _times_ms(run: Any, x: np.ndarray, runs: int) -> list[float]:
+def times_ms(run: Callable[[np.ndarray], Any], x: np.ndarray, runs: int) -> list[float]:
+    """Milliseconds of each of ``runs`` calls ``run(x)``, after a pause that lets the last session's spinning
+    threads go to sleep (see ``_SETTLE_S``)."""
     time.sleep(_SETTLE_S)
     times = []
     for _ in range(runs):
@@ -93,8 +95,8 @@ def p50_ms(
     """Median batch-1 latency of ``path`` in ms, after a few warm-up runs (a cost figure, not a benchmark)."""
     run = _runner(path, precision, threads)
     x = _one_image(image)
-    _times_ms(run, x, 5)
-    return round(float(np.median(_times_ms(run, x, runs))), 3)
+    times_ms(run, x, 5)
+    return round(float(np.median(times_ms(run, x, runs))), 3)
 
 
 def paired_p50_ms(
@@ -114,10 +116,10 @@ def paired_p50_ms(
     x = _one_image(image)
     medians: list[list[float]] = [[], []]
     for run in runs_of:
-        _times_ms(run, x, 5)
+        times_ms(run, x, 5)
     for _ in range(blocks):
         for which, run in enumerate(runs_of):
-            medians[which].append(float(np.median(_times_ms(run, x, runs))))
+            medians[which].append(float(np.median(times_ms(run, x, runs))))
     return round(float(np.median(medians[0])), 3), round(float(np.median(medians[1])), 3)
 
 
