@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -122,6 +122,27 @@ def search_space(config: TrainConfig, arch: str, *, median_side: float, square: 
         augment_strength=list(s.augment_strength),
         default=default,
     )
+
+
+@dataclass(frozen=True)
+class TrialCost:
+    """Seconds one trial's folds took to train (its cache aside), and its recipe."""
+
+    seconds: float
+    recipe: Recipe
+
+    def scaled(self, recipe: Recipe) -> float:
+        """The training seconds of ``recipe``: in proportion to input pixels and trained blocks (a linear head
+        counted as one block)."""
+        pixels = (recipe.input_size / self.recipe.input_size) ** 2
+        blocks = max(recipe.trainable_blocks, 1) / max(self.recipe.trainable_blocks, 1)
+        return self.seconds * pixels * blocks
+
+
+def cheapest(space: SearchSpace) -> list[Recipe]:
+    """The least costly recipes of a space, one per input side: a linear head (or the shallowest depth)."""
+    depth = min(space.depths)
+    return [replace(space.default, trainable_blocks=depth, input_size=size) for size in space.input_sizes]
 
 
 def _suggest(trial: Any, space: SearchSpace) -> Recipe:
@@ -242,6 +263,15 @@ def run_search(
     oof: dict[int, np.ndarray] = {}
     notes: list[str] = []
     per_pixel: list[float] = []  # cache seconds per pixel of input, to refuse a cache the budget cannot pay for
+    measured: list[TrialCost] = []  # the first trial's training cost: the yardstick of every later trial's price
+
+    def price(recipe: Recipe) -> float:
+        """Seconds a trial of ``recipe`` should take here: a new cache, and training scaled from the first trial
+        by pixels and trained blocks (a partial trial's price; its budget runs out either way)."""
+        cache = 0.0
+        if per_pixel and not inputs.has(recipe.input_size, recipe.resize, recipe.augment_strength):
+            cache = per_pixel[0] * recipe.input_size**2
+        return cache + (measured[0].scaled(recipe) if measured else 0.0)
 
     def objective(trial: Any) -> float:
         recipe = _suggest(trial, space)
@@ -249,10 +279,15 @@ def run_search(
         trial.set_user_attr("recipe", recipe.__dict__)
         t0 = time.perf_counter()
         start = recipe.start(arch)
-        if not first and per_pixel and not inputs.has(recipe.input_size, recipe.resize, recipe.augment_strength):
-            cost = per_pixel[0] * recipe.input_size**2
-            if time.perf_counter() + cost > deadline:
-                trial.set_user_attr("pruned_because", "the budget cannot pay for a new cache")
+        if not first:
+            left = deadline - time.perf_counter()
+            cost = price(recipe)
+            if cost > left:
+                trial.set_user_attr(
+                    "pruned_because", f"the budget cannot pay for it (about {cost:.0f} s; {max(left, 0):.0f} s left)"
+                )
+                if min(price(r) for r in cheapest(space)) > left:
+                    study.stop()  # no recipe of the space can finish in what is left
                 raise optuna.TrialPruned()
         before = sum(inputs.cache_seconds.values())
         views = inputs.views(
@@ -261,6 +296,7 @@ def run_search(
         built = sum(inputs.cache_seconds.values()) - before
         if built > 0 and not per_pixel:
             per_pixel.append(built / recipe.input_size**2)
+        fit_started = time.perf_counter()
         spec = inputs.spec(recipe.input_size, recipe.resize)
         curves: list[list[float]] = []
         logits_per_fold: list[list[np.ndarray]] = []
@@ -300,6 +336,12 @@ def run_search(
             if not first and trial.should_prune():
                 trial.set_user_attr("pruned_because", f"below the median of earlier trials after fold {f + 1}")
                 raise optuna.TrialPruned()
+            per_fold = (time.perf_counter() - fit_started) / (f + 1)
+            if not first and time.perf_counter() + per_fold * (len(folds) - f - 1) > deadline:
+                trial.set_user_attr("pruned_because", f"the budget cannot pay for its folds after fold {f + 1}")
+                raise optuna.TrialPruned()
+        if first:
+            measured.append(TrialCost(time.perf_counter() - fit_started, recipe))
         best_epoch, score, scores = _curve_stats(curves)
         out = np.zeros((len(y), logits_per_fold[0][0].shape[1]), dtype=np.float32)
         for (_, held_idx), fold_logits in zip(folds, logits_per_fold, strict=True):

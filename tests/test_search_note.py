@@ -90,3 +90,28 @@ def test_pricing_a_trial_leaves_torch_random_state_as_it_was():
         images=16,
     )
     assert seconds > 0 and torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_trial_is_priced_from_the_first_by_pixels_and_trained_blocks():
+    from edgetl.search import Recipe, SearchSpace, TrialCost, cheapest
+
+    default = Recipe(5, 224, "stretch", "sqrt", 1e-3, 1.0)
+    cost = TrialCost(100.0, default)
+    assert cost.scaled(default) == 100.0
+    assert abs(cost.scaled(Recipe(8, 288, "stretch", "none", 3e-4, 1.0)) - 100 * (288 / 224) ** 2 * 8 / 5) < 1e-9
+    assert cost.scaled(Recipe(0, 224, "stretch", "sqrt", 1e-3, 1.0)) == 20.0  # a linear head counts as one block
+    space = SearchSpace([0, 3, 5], [224, 288], ["stretch"], ["sqrt"], (3e-4, 3e-3), [1.0], default)
+    assert [(r.trainable_blocks, r.input_size) for r in cheapest(space)] == [(0, 224), (0, 288)]
+
+
+def test_a_search_stops_when_no_recipe_of_its_space_can_finish_in_the_budget_left(tmp_path: Path, monkeypatch):
+    from edgetl import search as search_module
+
+    monkeypatch.setattr(search_module.TrialCost, "scaled", lambda self, recipe: 1e9)
+    config, dataset = _adequate_dataset(tmp_path)
+    space = config.train.search.model_copy(update={"max_trials": 40, "epochs": 1})
+    train = config.train.model_copy(update={"budget_minutes": 30, "search": space})
+    result = train_model(config.model_copy(update={"train": train}), dataset, tmp_path / "train", progress=False)
+    trials = result.meta["search"]["trials"]
+    assert [t["state"] for t in trials] == ["complete", "pruned"], trials
+    assert trials[1]["pruned_because"].startswith("the budget cannot pay for it (about 1000000000 s;")
