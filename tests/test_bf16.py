@@ -151,3 +151,16 @@ def test_a_bf16_model_asks_tritons_openvino_backend_for_bf16():
     bf16 = parse_model_config(model_config(TritonModel("m", "openvino", 1, 64, ["ok", "ng"], bf16=True)))
     assert "HINT_BF16" not in plain.parameters
     assert bf16.parameters["HINT_BF16"].string_value == "YES"
+
+
+def test_a_bundle_readme_says_how_an_int8_slot_that_landed_on_bf16_runs_elsewhere():
+    from edgetl.bundle.card import figure_lines, quantization_summary
+
+    gate = {"passed": True, "line": "agreement 0.990", "source": "1000 images"}
+    ladder = {"rung": 6, "landed": "bf16 (the FP32 IR run in bf16)", "kind": "bf16", "why": "bf16 passed", "rungs": []}
+    validated = {"images": 10, "per_class": {"ok": 5, "ng": 5}, "dataset_sha256": "ab", "measured_by": "bench"}
+    card = {"validated_on": validated, "figures": {}}
+    card["quantization"] = quantization_summary({"int8": {"gate": gate, "ladder": ladder}})
+    assert any("runs it in f32" in line for line in figure_lines(card))
+    card["quantization"] = quantization_summary({"int8": {"gate": gate, "ladder": {**ladder, "kind": "mixed"}}})
+    assert not any("runs it in f32" in line for line in figure_lines(card))

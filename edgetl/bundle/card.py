@@ -150,6 +150,11 @@ def figure_lines(card: dict[str, Any]) -> list[str]:
             f"Gate {state} on {q['gate_on']}: {q['gate']}.",
             f"Landed on rung {q['rung']} of {len(q['rungs'])} ({q['landed']}): {q['why']}.",
         ]
+        if q.get("kind") == "bf16":
+            lines.append(
+                "This model is the FP32 IR run in bf16: on a CPU without AMX or AVX512-BF16 the runtime runs it in "
+                "f32 (closer to FP32, at FP32's speed)."
+            )
     verdict = card.get("acceptance")
     if verdict:
         lines += ["", "## Sign-off", "", verdict["summary"], ""]
