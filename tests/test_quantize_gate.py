@@ -10,7 +10,7 @@ import pytest
 
 from edgetl.data.dataset import Dataset, Sample
 from edgetl.quantize import GateData, QuantizationSpec, quantize
-from edgetl.quantize.gate import screened_gate
+from edgetl.quantize.gate import gate_line, screened_gate
 from edgetl.quantize.gate_data import gate_samples
 from edgetl.quantize.settings import GateSpec
 
@@ -145,3 +145,21 @@ def test_the_ladder_climbs_past_a_rung_that_passed_its_screen_by_luck(tmp_path):
     from edgetl.report_rows import _rung_row
 
     assert _rung_row(first)[-1].startswith("passed on the first 40 images; figures on all 200")
+
+
+def test_agreement_at_the_limit_passes_only_as_a_point_estimate_and_the_screen_stays_one():
+    data, calls = _indexed_gate(1000, 250), []
+    flipped = np.arange(300, 320)  # 20 of 1000 past the screen: agreement 0.980, exactly the limit
+    point = screened_gate(_flipping(data, flipped, calls), data, GateSpec(agreement_confidence=0.0))
+    judged = screened_gate(_flipping(data, flipped, calls), data, GateSpec())
+    assert point["figures"]["agreement"]["value"] == pytest.approx(0.98) and point["figures"]["agreement"]["met"]
+    agreement = judged["figures"]["agreement"]
+    assert agreement["confidence"] == 0.8 and agreement["lower_bound"] < 0.98 and not agreement["met"]
+    assert not judged["passed"] and "screen" in judged  # the screen (250 images, none flipped) passed
+    assert "80% lower bound" in gate_line(judged)
+    # Clearly above the limit, the bound passes too: 5 flips in 1000.
+    clear = screened_gate(_flipping(data, np.arange(300, 305), calls), data, GateSpec())
+    assert clear["passed"] and clear["figures"]["agreement"]["lower_bound"] >= 0.98
+    # The screen is judged on the point estimate: 3 flips in 250 images (0.988, whose 80 % bound is below 0.98).
+    edge = screened_gate(_flipping(data, np.arange(0, 3), calls), data, GateSpec())
+    assert "screen" in edge and edge["passed"]

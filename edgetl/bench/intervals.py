@@ -66,14 +66,17 @@ def design_effect(hits: np.ndarray, groups: Sequence[str] | np.ndarray | None) -
     return float(min(max(var_cluster / var_binomial, 1.0), sizes.max()))
 
 
-def proportion_interval(hits: np.ndarray, groups: Sequence[str] | np.ndarray | None = None) -> list[float]:
-    """95 % interval of the share of true values in ``hits``: Wilson on the effective count."""
+def proportion_interval(
+    hits: np.ndarray, groups: Sequence[str] | np.ndarray | None = None, *, z: float = Z95
+) -> list[float]:
+    """95 % interval (``z``: another width) of the share of true values in ``hits``: Wilson on the effective
+    count."""
     hits = np.asarray(hits, dtype=bool)
     n = len(hits)
     if n == 0:
         return [0.0, 1.0]
     n_eff = n / design_effect(hits, groups)
-    return wilson(float(hits.mean()) * n_eff, n_eff)
+    return wilson(float(hits.mean()) * n_eff, n_eff, z=z)
 
 
 def balanced_accuracy_interval(

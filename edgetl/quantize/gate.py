@@ -10,12 +10,18 @@ several points of recall for no reason but which good image came second.
 A candidate is screened on the gate's first ``screen`` images (the validation split) and, only when it passes
 there, scored again on all of them (:func:`screened_gate`): a ladder that takes the first rung to pass 246 images
 takes rungs that passed by luck (on the ELPV demo, rungs at 0.984-0.988 agreement there agreed 0.965-0.977 on the
-test split and on the training images outside the calibration set), while the rungs that fail cost no more."""
+test split and on the training images outside the calibration set), while the rungs that fail cost no more.
+
+Agreement is judged on its one-sided lower bound (``agreement_confidence``, 0.8 by default) on all the images, the
+screen's on its point estimate. The ladder lands on the first rung to pass, so the landed rung's figure is the one
+of several that came out highest: on the ELPV demo a rung landed at 0.980 on 1000 images agreed 0.965 with FP32 on
+the test split."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -94,6 +100,12 @@ def score_gate(logits: np.ndarray, data: GateData, spec: GateSpec) -> dict[str, 
             "met": bool(agree.mean() >= spec.min_agreement),
         }
     }
+    if spec.agreement_confidence > 0:
+        z = NormalDist().inv_cdf(spec.agreement_confidence)
+        bound = proportion_interval(agree, groups, z=z)[0]
+        figures["agreement"].update(
+            {"lower_bound": bound, "confidence": spec.agreement_confidence, "met": bool(bound >= spec.min_agreement)}
+        )
 
     def ba_drop(idx: np.ndarray) -> float:
         y = data.labels[idx]
@@ -145,7 +157,7 @@ def screened_gate(logits_for: Callable[[np.ndarray], np.ndarray], data: GateData
     if n is None or n >= len(data.images):
         return score_gate(logits_for(data.images), data, spec)
     first = logits_for(data.images[:n])
-    screened = score_gate(first, data.head(n), spec)
+    screened = score_gate(first, data.head(n), spec.model_copy(update={"agreement_confidence": 0.0}))
     if not screened["passed"]:
         return {**screened, "screened_out": True}
     logits = np.concatenate([first, logits_for(data.images[n:])])
@@ -160,6 +172,8 @@ def gate_line(gate: dict[str, Any]) -> str:
         low, high = f["interval"]
         sign = ">=" if name == "agreement" else "<="
         mark = "" if f["met"] else " (not met)"
+        if f.get("lower_bound") is not None:
+            mark = f", its {f['confidence']:.0%} lower bound {f['lower_bound']:.3f}" + mark
         read_at = f.get("read_at")
         at = "" if read_at is None or read_at == f.get("max_false_reject") else f" (at {read_at:.1%} false rejects)"
         parts.append(

@@ -12,9 +12,18 @@ Method = Literal["minmax", "entropy", "percentile"]
 
 
 class GateSpec(StrictModel):
-    """Limits an INT8 artifact must meet against the FP32 model on the validation data (point estimates)."""
+    """Limits an INT8 artifact must meet against the FP32 model on the validation data (point estimates, but for
+    agreement judged at ``agreement_confidence``)."""
 
     min_agreement: float = Field(0.98, ge=0, le=1, description="Top-1 agreement with FP32, at least.")
+    agreement_confidence: float = Field(
+        0.8,
+        ge=0,
+        lt=1,
+        description="One-sided confidence at which agreement must reach min_agreement: its Wilson lower bound at "
+        "this level (0: the point estimate). A ladder lands on the first rung to pass, so a point estimate at the "
+        "limit lands rungs whose agreement is below it. The screen on the validation split stays a point estimate.",
+    )
     max_balanced_accuracy_drop: float = Field(
         0.02, ge=0, le=1, description="FP32 balanced accuracy minus the artifact's, at most."
     )
