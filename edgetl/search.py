@@ -140,7 +140,7 @@ class TrialCost:
 
 
 def cheapest(space: SearchSpace) -> list[Recipe]:
-    """The least costly recipes of a space, one per input side: a linear head (or the shallowest depth)."""
+    """The least costly recipes of a space, one per input side: its shallowest depth (a linear head)."""
     depth = min(space.depths)
     return [replace(space.default, trainable_blocks=depth, input_size=size) for size in space.input_sizes]
 
@@ -266,8 +266,8 @@ def run_search(
     measured: list[TrialCost] = []  # the first trial's training cost: the yardstick of every later trial's price
 
     def price(recipe: Recipe) -> float:
-        """Seconds a trial of ``recipe`` should take here: a new cache, and training scaled from the first trial
-        by pixels and trained blocks (a partial trial's price; its budget runs out either way)."""
+        """Seconds a trial of ``recipe`` should take here: a new cache at the measured seconds per pixel, and its
+        folds' training scaled from the first trial's (none before the first has finished)."""
         cache = 0.0
         if per_pixel and not inputs.has(recipe.input_size, recipe.resize, recipe.augment_strength):
             cache = per_pixel[0] * recipe.input_size**2
