@@ -163,3 +163,9 @@ def test_agreement_at_the_limit_passes_only_as_a_point_estimate_and_the_screen_s
     # The screen is judged on the point estimate: 3 flips in 250 images (0.988, whose 80 % bound is below 0.98).
     edge = screened_gate(_flipping(data, np.arange(0, 3), calls), data, GateSpec())
     assert "screen" in edge and edge["passed"]
+
+
+def test_a_small_data_sets_unscreened_gate_judges_agreement_on_the_point_estimate():
+    data, calls = _indexed_gate(30, None), []
+    gate = screened_gate(_flipping(data, np.array([], dtype=int), calls), data, GateSpec())
+    assert gate["passed"] and "lower_bound" not in gate["figures"]["agreement"]  # 30/30: a bound would be 0.977

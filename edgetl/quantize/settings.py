@@ -20,9 +20,10 @@ class GateSpec(StrictModel):
         0.8,
         ge=0,
         lt=1,
-        description="One-sided confidence at which agreement must reach min_agreement: its Wilson lower bound at "
-        "this level (0: the point estimate). A ladder lands on the first rung to pass, so a point estimate at the "
-        "limit lands rungs whose agreement is below it. The screen on the validation split stays a point estimate.",
+        description="One-sided confidence at which agreement on all the gate images must reach min_agreement "
+        "where the gate screens on the validation split: its Wilson lower bound at this level (0: the point "
+        "estimate). A ladder lands on the first rung to pass, so a point estimate at the limit lands rungs whose "
+        "agreement is below it. The screen, and a small data set's gate (no screen), use the point estimate.",
     )
     max_balanced_accuracy_drop: float = Field(
         0.02, ge=0, le=1, description="FP32 balanced accuracy minus the artifact's, at most."
