@@ -294,8 +294,9 @@ def run_search(
             size=recipe.input_size, resize=recipe.resize, strength=recipe.augment_strength, start=start
         )
         built = sum(inputs.cache_seconds.values()) - before
-        if built > 0 and not per_pixel:
-            per_pixel.append(built / recipe.input_size**2)
+        if not per_pixel and inputs.cache_seconds:
+            # The first cache may have been built before any trial (pricing the default recipe builds its inputs).
+            per_pixel.append((built or max(inputs.cache_seconds.values())) / recipe.input_size**2)
         fit_started = time.perf_counter()
         spec = inputs.spec(recipe.input_size, recipe.resize)
         curves: list[list[float]] = []
