@@ -211,9 +211,9 @@ def _runtime_bundle(config: BuildConfig, run: RunDir, profile: TargetProfile) ->
             )
         models[precision] = model_files(profile.backend, precision, folder, artifact.model_file)
         # How the runtime runs it (the INT8 ladder may land on the FP32 IR run in bf16) travels with the model.
-        models[precision].extra.update(
-            {k: artifact.details[k] for k in ("inference_precision", "bf16_fallback") if k in artifact.details}
-        )
+        from edgetl.runtime.openvino import PRECISION_FACTS
+
+        models[precision].extra.update({k: artifact.details[k] for k in PRECISION_FACTS if k in artifact.details})
         details[precision] = artifact.details
         validated[precision] = _bench_figures(entry, report_file)
     kinds = {s.model_dump_json() for s in specs.values()}

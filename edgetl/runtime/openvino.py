@@ -37,6 +37,9 @@ def require_bf16(what: Path | str) -> str:
     return reason
 
 
+PRECISION_FACTS = ("inference_precision", "bf16_fallback")  # what an artifact's details hand a bundle's manifest
+
+
 def precision_options(facts: Mapping[str, Any], *, precision: str = "fp32") -> dict[str, Any]:
     """The runner's precision keywords from an artifact's details or a bundle's model entry: the inference
     precision they name (else bf16 for a ``precision`` of bf16, f32 otherwise), and whether a CPU without BF16 may
